@@ -1,0 +1,229 @@
+"""The JSON codec: frozen values to wire bytes and back, strictly typed.
+
+Decoding is a tolerant reader: unknown response fields are ignored and the open
+sets (``reason_code``, reservation ``status``) map unknown strings to explicit
+``Unknown…`` values. It is strict about types: no ``1 -> "1"``, no ``True -> 1``,
+no ``1.0 -> 1``. Encoding writes only the spec's fields and omits unset
+(``None``) optionals.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
+from returns.result import Failure, Result, Success
+
+from cycleguard._core._json import MAX_INT64, JsonObject
+from cycleguard._core._models import (
+    Amount,
+    ReasonCode,
+    ReservationStatus,
+    SignedAmount,
+    UnknownReasonCode,
+    UnknownReservationStatus,
+    Unit,
+)
+
+T = TypeVar("T")
+
+MIN_INT64 = -(2**63)
+
+# cattrs hooks are dynamically typed by nature; ``Any`` stays inside this module.
+_Hook = Callable[[Any, Any], Any]
+
+
+class WireError(ValueError):
+    """A body that does not decode to the expected schema."""
+
+
+def _strict_int(value: object, _: object) -> int:
+    if type(value) is not int:
+        raise WireError(f"expected an integer, got {type(value).__name__}")
+    if not MIN_INT64 <= value <= MAX_INT64:
+        raise WireError(f"integer {value} is outside int64")
+    return value
+
+
+def _strict_str(value: object, _: object) -> str:
+    if type(value) is not str:
+        raise WireError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _strict_bool(value: object, _: object) -> bool:
+    if type(value) is not bool:
+        raise WireError(f"expected a boolean, got {type(value).__name__}")
+    return value
+
+
+def _json_object(value: object, _: object) -> JsonObject:
+    if not isinstance(value, dict):
+        raise WireError(f"expected an object, got {type(value).__name__}")
+    return typing.cast("JsonObject", value)
+
+
+def _amount(value: object, _: object) -> Amount:
+    unit, amount = _unit_and_int(value)
+    if amount < 0:
+        raise WireError(f"amount {amount} is negative")
+    return Amount(unit, amount)
+
+
+def _signed_amount(value: object, _: object) -> SignedAmount:
+    unit, amount = _unit_and_int(value)
+    return SignedAmount(unit, amount)
+
+
+def _unit_and_int(value: object) -> tuple[Unit, int]:
+    if not isinstance(value, dict):
+        raise WireError("expected an amount object")
+    fields = typing.cast("dict[str, object]", value)
+    try:
+        unit = Unit(_strict_str(fields["unit"], None))
+        amount = _strict_int(fields["amount"], None)
+    except KeyError as missing:
+        raise WireError(f"amount lacks {missing}") from None
+    except ValueError as bad:
+        raise WireError(f"bad amount: {bad}") from None
+    return unit, amount
+
+
+def _open_enum(known: type[enum.Enum], unknown: type[Any]) -> _Hook:
+    def structure(value: object, _: object) -> object:
+        text = _strict_str(value, None)
+        try:
+            return known(text)
+        except ValueError:
+            return unknown(text)
+
+    return structure
+
+
+def _is_union_of(*members: type[Any]) -> Callable[[Any], bool]:
+    wanted = set(members)
+
+    def predicate(tp: Any) -> bool:
+        origin = typing.get_origin(tp)
+        if origin is not typing.Union and origin is not types.UnionType:
+            return False
+        args = set(typing.get_args(tp)) - {type(None)}
+        return args == wanted
+
+    return predicate
+
+
+def _is_homogeneous_tuple(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis  # noqa: PLR2004
+
+
+def _is_str_mapping(tp: Any) -> bool:
+    return typing.get_origin(tp) is Mapping and typing.get_args(tp) == (str, str)
+
+
+def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(Amount, _amount)
+    conv.register_structure_hook(SignedAmount, _signed_amount)
+    conv.register_structure_hook_func(lambda tp: tp == JsonObject, _json_object)
+
+    for known, unknown in (
+        (ReasonCode, UnknownReasonCode),
+        (ReservationStatus, UnknownReservationStatus),
+    ):
+        hook = _open_enum(known, unknown)
+        union_predicate = _is_union_of(known, unknown)
+
+        def structure_optional(value: object, tp: object, hook: _Hook = hook) -> object:
+            return None if value is None else hook(value, tp)
+
+        conv.register_structure_hook_func(union_predicate, structure_optional)
+        conv.register_unstructure_hook(unknown, lambda u: u.value)
+
+    def structure_tuple(value: object, tp: Any) -> tuple[object, ...]:
+        if not isinstance(value, list):
+            raise WireError(f"expected an array, got {type(value).__name__}")
+        item_type = typing.get_args(tp)[0]
+        return tuple(conv.structure(item, item_type) for item in typing.cast("list[object]", value))
+
+    conv.register_structure_hook_func(_is_homogeneous_tuple, structure_tuple)
+
+    def structure_str_mapping(value: object, _: object) -> Mapping[str, str]:
+        if not isinstance(value, dict):
+            raise WireError(f"expected an object, got {type(value).__name__}")
+        items = typing.cast("dict[object, object]", value).items()
+        return {_strict_str(k, None): _strict_str(v, None) for k, v in items}
+
+    conv.register_structure_hook_func(_is_str_mapping, structure_str_mapping)
+
+    def unstructure_factory(cls: type[Any]) -> _Hook:
+        overrides = {
+            field.name: override(omit=True) for field in attrs.fields(cls) if field.name == "meta"
+        }
+        return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **overrides)
+
+    conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
+    return conv
+
+
+LENIENT = _build_converter(forbid_extra_keys=False)
+"""Reads responses: unknown fields are ignored."""
+
+STRICT = _build_converter(forbid_extra_keys=True)
+"""Reads requests on the server: unknown fields are an error."""
+
+
+def to_wire(value: object) -> dict[str, Any]:
+    """Unstructure an attrs value to plain JSON-ready data, omitting unset optionals."""
+    return typing.cast("dict[str, Any]", LENIENT.unstructure(value))
+
+
+def encode(value: object) -> bytes:
+    """Serialise an attrs value to compact UTF-8 JSON.
+
+    >>> encode(Amount.tokens(5))
+    b'{"unit":"TOKENS","amount":5}'
+    """
+    return json.dumps(to_wire(value), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def describe(error: BaseException) -> str:
+    """A one-line account of a decoding failure, naming the failing path where known."""
+    if isinstance(error, cattrs.BaseValidationError):
+        notes = cattrs.transform_error(error)
+        return "; ".join(notes) if notes else str(error)
+    return str(error)
+
+
+def parse_json(body: bytes) -> Result[object, str]:
+    """Parse bytes as JSON, as a value; never raises."""
+    try:
+        return Success(json.loads(body))
+    except (ValueError, UnicodeDecodeError) as error:
+        return Failure(f"body is not JSON: {error}")
+
+
+def structure(data: object, cls: type[T], *, converter: cattrs.Converter = LENIENT) -> Result[T, str]:
+    """Structure parsed JSON into ``cls``; failure carries a readable reason."""
+    if not isinstance(data, dict):
+        return Failure(f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return Success(converter.structure(data, cls))
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
+        return Failure(describe(error))
+
+
+def decode(body: bytes, cls: type[T], *, converter: cattrs.Converter = LENIENT) -> Result[T, str]:
+    """Parse and structure ``body`` into ``cls``; never raises."""
+    return parse_json(body).bind(lambda data: structure(data, cls, converter=converter))
