@@ -51,6 +51,17 @@ def _json_schema_of(content: Json) -> Json:
     return None
 
 
+def _resolve_response(spec: dict[str, Json], response: dict[str, Json]) -> dict[str, Json]:
+    """Follow a ``#/components/responses/...`` reference to the response it names."""
+    ref = response.get("$ref")
+    if not isinstance(ref, str):
+        return response
+    node: Json = spec
+    for part in ref.removeprefix("#/").split("/"):
+        node = cast("dict[str, Json]", node)[part]
+    return cast("dict[str, Json]", node)
+
+
 def operations(spec: dict[str, Json]) -> dict[str, Json]:
     """Map each operationId to its method, path, parameters and body schemas."""
     found: dict[str, Json] = {}
@@ -73,7 +84,7 @@ def operations(spec: dict[str, Json]) -> dict[str, Json]:
                 ),
                 "request": request,
                 "responses": {
-                    status: _json_schema_of(resp.get("content"))
+                    status: _json_schema_of(_resolve_response(spec, resp).get("content"))
                     for status, resp in sorted(responses.items())
                 },
             }
@@ -82,7 +93,9 @@ def operations(spec: dict[str, Json]) -> dict[str, Json]:
 
 def response_examples(spec: dict[str, Json]) -> dict[str, Json]:
     """Collect ``example`` values of component schemas (wire samples, no prose)."""
-    schemas = cast("dict[str, dict[str, Json]]", cast("dict[str, Json]", spec["components"])["schemas"])
+    schemas = cast(
+        "dict[str, dict[str, Json]]", cast("dict[str, Json]", spec["components"])["schemas"]
+    )
     return {name: s["example"] for name, s in sorted(schemas.items()) if "example" in s}
 
 

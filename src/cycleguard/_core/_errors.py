@@ -302,7 +302,7 @@ class TransportUnavailable:
     message: str
 
 
-ServerError: TypeAlias = (
+KnownServerError: TypeAlias = (
     InvalidRequest
     | Unauthorized
     | Forbidden
@@ -320,8 +320,10 @@ ServerError: TypeAlias = (
     | LimitExceeded
     | TenantClosed
     | InternalError
-    | UnknownServerError
 )
+"""An error envelope whose code this version knows."""
+
+ServerError: TypeAlias = KnownServerError | UnknownServerError
 """An error envelope the server sent."""
 
 TransportError: TypeAlias = ConnectionFailed | TimedOut | InvalidResponse | TransportUnavailable
@@ -330,7 +332,7 @@ TransportError: TypeAlias = ConnectionFailed | TimedOut | InvalidResponse | Tran
 CyclesError: TypeAlias = ServerError | Denied | ValidationFailed | TransportError
 """Every failure a Cycles client call can return."""
 
-SERVER_ERROR_BY_CODE: dict[ErrorCode, type[ServerError]] = {
+SERVER_ERROR_BY_CODE: dict[ErrorCode, type[KnownServerError]] = {
     cls.code: cls
     for cls in (
         InvalidRequest,
@@ -372,10 +374,12 @@ def is_retryable(error: CyclesError) -> bool:
     False
     """
     match error:
-        case ConnectionFailed() | TimedOut() | InvalidResponse() | LimitExceeded() | InternalError():
+        case ConnectionFailed() | TimedOut() | LimitExceeded() | InternalError():
             return True
+        case InvalidResponse(status=status):
+            return status is None or status >= 500 or 200 <= status < 300
         case UnknownServerError(status=status):
-            return status >= 500 or status == 429  # noqa: PLR2004
+            return status >= 500 or status == 429
         case _:
             return False
 

@@ -42,8 +42,9 @@ class HttpRequest:
 
     ``url`` is absolute. Secret headers never show in the ``repr``:
 
-    >>> HttpRequest("GET", "http://x/v1/balances", (("X-Cycles-API-Key", "k"),))
-    HttpRequest(method='GET', url='http://x/v1/balances', headers=(('X-Cycles-API-Key', '<redacted>'),), body=b'')
+    >>> request = HttpRequest("GET", "http://x/v1/balances", (("X-Cycles-API-Key", "s3cret"),))
+    >>> "s3cret" in repr(request), request.header("x-cycles-api-key")
+    (False, 's3cret')
     """
 
     method: str

@@ -158,8 +158,8 @@ class Subject:
     def merged_over(self, defaults: Subject) -> Subject:
         """This subject with each unset field taken from ``defaults``.
 
-        >>> Subject(agent="a").merged_over(Subject(tenant="t", agent="x"))
-        Subject(tenant='t', workspace=None, app=None, workflow=None, agent='a', toolset=None, dimensions=None)
+        >>> Subject(agent="a").merged_over(Subject(tenant="t", agent="x")).levels()
+        (('tenant', 't'), ('agent', 'a'))
         """
         dimensions = (
             {**defaults.dimensions, **(self.dimensions or {})}
@@ -265,7 +265,10 @@ class Balance:
 @final
 @attrs.frozen(kw_only=True)
 class ResponseMeta:
-    """Transport facts about a response; not part of the JSON body."""
+    """Transport facts about a response; not part of the JSON body.
+
+    Every top-level response value carries one as ``meta`` (ignored by ``==``).
+    """
 
     status: int
     request_id: str | None = None
@@ -273,10 +276,6 @@ class ResponseMeta:
     tenant: str | None = None
     rate_limit_remaining: int | None = None
     rate_limit_reset: int | None = None
-
-
-def _meta_field() -> ResponseMeta | None:
-    return attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
 
 # Requests -------------------------------------------------------------------
@@ -369,7 +368,7 @@ class DecisionResponse:
     retry_after_ms: int | None = None
     affected_scopes: tuple[str, ...] | None = None
     cycles_evidence: EvidenceRef | None = None
-    meta: ResponseMeta | None = _meta_field()
+    meta: ResponseMeta | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @final
@@ -389,7 +388,7 @@ class ReservationCreateResponse:
     reason_code: ReasonCode | UnknownReasonCode | None = None
     retry_after_ms: int | None = None
     cycles_evidence: EvidenceRef | None = None
-    meta: ResponseMeta | None = _meta_field()
+    meta: ResponseMeta | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @final
@@ -411,7 +410,7 @@ class Reservation:
     caps: Caps | None = None
     balances: tuple[Balance, ...] | None = None
     cycles_evidence: EvidenceRef | None = None
-    meta: ResponseMeta | None = _meta_field()
+    meta: ResponseMeta | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @final
@@ -424,7 +423,7 @@ class CommitResponse:
     released: Amount | None = None
     balances: tuple[Balance, ...] | None = None
     cycles_evidence: EvidenceRef | None = None
-    meta: ResponseMeta | None = _meta_field()
+    meta: ResponseMeta | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @final
@@ -436,7 +435,7 @@ class ReleaseResponse:
     released: Amount
     balances: tuple[Balance, ...] | None = None
     cycles_evidence: EvidenceRef | None = None
-    meta: ResponseMeta | None = _meta_field()
+    meta: ResponseMeta | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @final
@@ -448,7 +447,7 @@ class ReservationExtendResponse:
     expires_at_ms: int
     remaining_ttl_ms: int | None = None
     balances: tuple[Balance, ...] | None = None
-    meta: ResponseMeta | None = _meta_field()
+    meta: ResponseMeta | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @final
@@ -493,7 +492,7 @@ class ReservationDetail:
     metadata: JsonObject | None = None
     committed_metadata: JsonObject | None = None
     evidence: ReservationEvidence | None = None
-    meta: ResponseMeta | None = _meta_field()
+    meta: ResponseMeta | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @final
@@ -504,7 +503,7 @@ class ReservationListResponse:
     reservations: tuple[ReservationSummary, ...]
     next_cursor: str | None = None
     has_more: bool | None = None
-    meta: ResponseMeta | None = _meta_field()
+    meta: ResponseMeta | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @final
@@ -515,7 +514,7 @@ class BalanceResponse:
     balances: tuple[Balance, ...]
     next_cursor: str | None = None
     has_more: bool | None = None
-    meta: ResponseMeta | None = _meta_field()
+    meta: ResponseMeta | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @final
@@ -527,7 +526,7 @@ class EventCreateResponse:
     event_id: str
     charged: Amount | None = None
     balances: tuple[Balance, ...] | None = None
-    meta: ResponseMeta | None = _meta_field()
+    meta: ResponseMeta | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @final

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from cycleguard._core._models import Subject
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cycleguard._core._models import Subject
 
 
 def scope_segments(subject: Subject) -> tuple[str, ...]:
     """``level:value`` segments in canonical order, values lower-cased, gaps skipped.
 
+    >>> from cycleguard import Subject
     >>> scope_segments(Subject(tenant="Acme", workflow="refund"))
     ('tenant:acme', 'workflow:refund')
     """
@@ -17,6 +21,7 @@ def scope_segments(subject: Subject) -> tuple[str, ...]:
 def affected_scopes(subject: Subject) -> tuple[str, ...]:
     """Every cumulative prefix of the subject's scope path, root first.
 
+    >>> from cycleguard import Subject
     >>> affected_scopes(Subject(tenant="acme", app="bot", workflow="refund"))
     ('tenant:acme', 'tenant:acme/app:bot', 'tenant:acme/app:bot/workflow:refund')
     """
@@ -27,6 +32,7 @@ def affected_scopes(subject: Subject) -> tuple[str, ...]:
 def scope_path(subject: Subject) -> str:
     """The leaf scope: the full canonical path of the subject.
 
+    >>> from cycleguard import Subject
     >>> scope_path(Subject(tenant="acme", agent="bot"))
     'tenant:acme/agent:bot'
     """

@@ -18,9 +18,12 @@ state diagram is drawn from :data:`TRANSITIONS`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from cycleguard._core._errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class LeaseState(enum.Enum):

@@ -9,7 +9,6 @@ no ``1.0 -> 1``. Encoding writes only the spec's fields and omits unset
 
 from __future__ import annotations
 
-import enum
 import json
 import types
 import typing
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.gen import make_dict_unstructure_fn, override
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from returns.result import Failure, Result, Success
 
 from cycleguard._core._json import MAX_INT64, JsonObject
@@ -27,10 +26,14 @@ from cycleguard._core._models import (
     ReasonCode,
     ReservationStatus,
     SignedAmount,
+    Unit,
     UnknownReasonCode,
     UnknownReservationStatus,
-    Unit,
 )
+from cycleguard._core._result import and_then
+
+if typing.TYPE_CHECKING:
+    import enum
 
 T = TypeVar("T")
 
@@ -122,7 +125,7 @@ def _is_union_of(*members: type[Any]) -> Callable[[Any], bool]:
 
 def _is_homogeneous_tuple(tp: Any) -> bool:
     args = typing.get_args(tp)
-    return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis  # noqa: PLR2004
+    return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
 
 
 def _is_str_mapping(tp: Any) -> bool:
@@ -131,6 +134,20 @@ def _is_str_mapping(tp: Any) -> bool:
 
 def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
+
+    def structure_attrs_factory(cls: type[Any]) -> _Hook:
+        generated = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=forbid_extra_keys)
+
+        def structure_object(value: object, tp: object) -> object:
+            # cattrs reads attrs classes with ``.get``/``[]``; without this check an
+            # empty list would quietly become an object with every default.
+            if not isinstance(value, dict):
+                raise WireError(f"expected an object, got {type(value).__name__}")
+            return generated(value, tp)
+
+        return structure_object
+
+    conv.register_structure_hook_factory(attrs.has, structure_attrs_factory)
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)
@@ -167,11 +184,12 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
 
     conv.register_structure_hook_func(_is_str_mapping, structure_str_mapping)
 
-    def unstructure_factory(cls: type[Any]) -> _Hook:
-        overrides = {
-            field.name: override(omit=True) for field in attrs.fields(cls) if field.name == "meta"
-        }
-        return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **overrides)
+    def unstructure_factory(cls: type[Any]) -> Callable[[Any], Any]:
+        if "meta" in attrs.fields_dict(cls):
+            return make_dict_unstructure_fn(
+                cls, conv, _cattrs_omit_if_default=True, meta=override(omit=True)
+            )
+        return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True)
 
     conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
     return conv
@@ -214,7 +232,9 @@ def parse_json(body: bytes) -> Result[object, str]:
         return Failure(f"body is not JSON: {error}")
 
 
-def structure(data: object, cls: type[T], *, converter: cattrs.Converter = LENIENT) -> Result[T, str]:
+def structure(
+    data: object, cls: type[T], *, converter: cattrs.Converter = LENIENT
+) -> Result[T, str]:
     """Structure parsed JSON into ``cls``; failure carries a readable reason."""
     if not isinstance(data, dict):
         return Failure(f"expected a JSON object, got {type(data).__name__}")
@@ -226,4 +246,4 @@ def structure(data: object, cls: type[T], *, converter: cattrs.Converter = LENIE
 
 def decode(body: bytes, cls: type[T], *, converter: cattrs.Converter = LENIENT) -> Result[T, str]:
     """Parse and structure ``body`` into ``cls``; never raises."""
-    return parse_json(body).bind(lambda data: structure(data, cls, converter=converter))
+    return and_then(parse_json(body), lambda data: structure(data, cls, converter=converter))

@@ -1,0 +1,78 @@
+"""Validate wire bodies against the committed schema-only extract of the Cycles spec.
+
+``tests/spec/*.schemas.json`` is produced by ``scripts/extract_spec.py`` from the
+official OpenAPI files; this module turns it into ``jsonschema`` validators.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Literal, cast
+
+import jsonschema
+import referencing
+from referencing.jsonschema import DRAFT202012
+
+SPEC_DIR = Path(__file__).parent / "spec"
+Plane = Literal["runtime", "admin"]
+
+
+@functools.cache
+def extract(plane: Plane) -> dict[str, object]:
+    """The parsed extract of one plane."""
+    return cast("dict[str, object]", json.loads((SPEC_DIR / f"{plane}.schemas.json").read_text()))
+
+
+@functools.cache
+def _registry(plane: Plane) -> referencing.Registry[object]:
+    document = {"components": {"schemas": extract(plane)["schemas"]}}
+    resource = referencing.Resource.from_contents(document, default_specification=DRAFT202012)
+    return referencing.Registry().with_resource(f"urn:cycles:{plane}", resource)
+
+
+def _validator(plane: Plane, schema: object) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(
+        cast("dict[str, object]", schema),
+        registry=_registry(plane),
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
+
+
+def _rebase(schema: object, plane: Plane) -> object:
+    """Point the extract's local ``#/components`` references at the registered resource."""
+    text = json.dumps(schema).replace('"#/components/', f'"urn:cycles:{plane}#/components/')
+    return json.loads(text)
+
+
+def schema_errors(plane: Plane, schema_name: str, body: object) -> list[str]:
+    """Every way ``body`` breaks component schema ``schema_name``; empty when valid."""
+    schema = {"$ref": f"urn:cycles:{plane}#/components/schemas/{schema_name}"}
+    return [error.message for error in _validator(plane, schema).iter_errors(body)]
+
+
+def operation(plane: Plane, operation_id: str, method: str) -> dict[str, object]:
+    """The extract's entry for one operation."""
+    operations = cast("dict[str, dict[str, object]]", extract(plane)["operations"])
+    return operations[f"{operation_id}:{method.lower()}"]
+
+
+def request_errors(plane: Plane, operation_id: str, method: str, body: object) -> list[str]:
+    """Every way ``body`` breaks the operation's request schema."""
+    schema = operation(plane, operation_id, method)["request"]
+    assert schema is not None, f"{operation_id} takes no JSON body"
+    validator = _validator(plane, _rebase(schema, plane))
+    return [error.message for error in validator.iter_errors(body)]
+
+
+def response_errors(
+    plane: Plane, operation_id: str, method: str, status: int, body: object
+) -> list[str]:
+    """Every way ``body`` breaks the operation's response schema for ``status``."""
+    responses = cast("dict[str, object]", operation(plane, operation_id, method)["responses"])
+    assert str(status) in responses, f"{operation_id} declares no {status} response"
+    schema = responses[str(status)]
+    assert schema is not None, f"{operation_id} {status} has no JSON body"
+    validator = _validator(plane, _rebase(schema, plane))
+    return [error.message for error in validator.iter_errors(body)]
