@@ -13,7 +13,7 @@ from typing import Literal, cast
 
 import jsonschema
 import referencing
-from referencing.jsonschema import DRAFT202012
+from referencing.jsonschema import DRAFT202012, Schema, SchemaRegistry
 
 SPEC_DIR = Path(__file__).parent / "spec"
 Plane = Literal["runtime", "admin"]
@@ -26,10 +26,12 @@ def extract(plane: Plane) -> dict[str, object]:
 
 
 @functools.cache
-def _registry(plane: Plane) -> referencing.Registry[object]:
-    document = {"components": {"schemas": extract(plane)["schemas"]}}
+def _registry(plane: Plane) -> SchemaRegistry:
+    document: Schema = {"components": {"schemas": extract(plane)["schemas"]}}
     resource = referencing.Resource.from_contents(document, default_specification=DRAFT202012)
-    return referencing.Registry().with_resource(f"urn:cycles:{plane}", resource)
+    registry: SchemaRegistry = referencing.Registry()
+    registered: SchemaRegistry = registry.with_resource(f"urn:cycles:{plane}", resource)
+    return registered
 
 
 def _validator(plane: Plane, schema: object) -> jsonschema.Draft202012Validator:
@@ -38,6 +40,13 @@ def _validator(plane: Plane, schema: object) -> jsonschema.Draft202012Validator:
         registry=_registry(plane),
         format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
     )
+
+
+def _messages(validator: jsonschema.Draft202012Validator, body: object) -> list[str]:
+    # jsonschema's stubs type instances as a private JSON alias; bodies here come from json.loads.
+    instance = cast("dict[str, str]", body)
+    errors = validator.iter_errors(instance)  # pyright: ignore[reportUnknownMemberType]
+    return [str(error.message) for error in errors]
 
 
 def _rebase(schema: object, plane: Plane) -> object:
@@ -49,7 +58,7 @@ def _rebase(schema: object, plane: Plane) -> object:
 def schema_errors(plane: Plane, schema_name: str, body: object) -> list[str]:
     """Every way ``body`` breaks component schema ``schema_name``; empty when valid."""
     schema = {"$ref": f"urn:cycles:{plane}#/components/schemas/{schema_name}"}
-    return [error.message for error in _validator(plane, schema).iter_errors(body)]
+    return _messages(_validator(plane, schema), body)
 
 
 def operation(plane: Plane, operation_id: str, method: str) -> dict[str, object]:
@@ -62,8 +71,7 @@ def request_errors(plane: Plane, operation_id: str, method: str, body: object) -
     """Every way ``body`` breaks the operation's request schema."""
     schema = operation(plane, operation_id, method)["request"]
     assert schema is not None, f"{operation_id} takes no JSON body"
-    validator = _validator(plane, _rebase(schema, plane))
-    return [error.message for error in validator.iter_errors(body)]
+    return _messages(_validator(plane, _rebase(schema, plane)), body)
 
 
 def response_errors(
@@ -74,5 +82,4 @@ def response_errors(
     assert str(status) in responses, f"{operation_id} declares no {status} response"
     schema = responses[str(status)]
     assert schema is not None, f"{operation_id} {status} has no JSON body"
-    validator = _validator(plane, _rebase(schema, plane))
-    return [error.message for error in validator.iter_errors(body)]
+    return _messages(_validator(plane, _rebase(schema, plane)), body)

@@ -50,9 +50,9 @@ from cycleguard._core._models import Subject as Subject
 from cycleguard._core._models import Unit as Unit
 from cycleguard._core._models import UnknownReasonCode as UnknownReasonCode
 from cycleguard._core._models import UnknownReservationStatus as UnknownReservationStatus
-from cycleguard._version import package_version
+from cycleguard._version import package_version as _package_version
 
-__version__ = package_version()
+__version__ = _package_version()
 
 __all__ = (
     "CyclesClient",
