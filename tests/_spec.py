@@ -61,10 +61,14 @@ def schema_errors(plane: Plane, schema_name: str, body: object) -> list[str]:
     return _messages(_validator(plane, schema), body)
 
 
+def operations(plane: Plane) -> dict[str, dict[str, object]]:
+    """Every operation of a plane, keyed ``operationId:method``."""
+    return cast("dict[str, dict[str, object]]", extract(plane)["operations"])
+
+
 def operation(plane: Plane, operation_id: str, method: str) -> dict[str, object]:
     """The extract's entry for one operation."""
-    operations = cast("dict[str, dict[str, object]]", extract(plane)["operations"])
-    return operations[f"{operation_id}:{method.lower()}"]
+    return operations(plane)[f"{operation_id}:{method.lower()}"]
 
 
 def request_errors(plane: Plane, operation_id: str, method: str, body: object) -> list[str]:
@@ -83,3 +87,34 @@ def response_errors(
     schema = responses[str(status)]
     assert schema is not None, f"{operation_id} {status} has no JSON body"
     return _messages(_validator(plane, _rebase(schema, plane)), body)
+
+
+def parameters(plane: Plane, operation_id: str, method: str) -> dict[str, dict[str, object]]:
+    """The operation's parameters by name, ``$ref`` entries resolved."""
+    shared = cast("dict[str, dict[str, object]]", extract(plane)["parameters"])
+    declared = cast("list[dict[str, object]]", operation(plane, operation_id, method)["parameters"])
+    resolved: dict[str, dict[str, object]] = {}
+    for entry in declared:
+        ref = entry.get("$ref")
+        param = shared[str(ref).rsplit("/", 1)[-1]] if isinstance(ref, str) else entry
+        resolved[str(param["name"])] = param
+    return resolved
+
+
+def parameter_errors(
+    plane: Plane, operation_id: str, method: str, name: str, raw: str
+) -> list[str]:
+    """Whether query value ``raw`` fits the declared parameter (integers and booleans parsed)."""
+    declared = parameters(plane, operation_id, method)
+    if name not in declared:
+        return [f"{name} is not a parameter of {operation_id}"]
+    schema = _rebase(declared[name].get("schema", {}), plane)
+    value: object = raw
+    kind = cast("dict[str, object]", schema).get("type")
+    if kind == "integer" and raw.lstrip("-").isdigit():
+        value = int(raw)
+    elif kind == "boolean" and raw in {"true", "false"}:
+        value = raw == "true"
+    elif kind == "array":  # style form, explode false: comma-separated
+        value = raw.split(",")
+    return _messages(_validator(plane, schema), value)
