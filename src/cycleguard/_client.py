@@ -8,7 +8,7 @@ transport and asks ``_exchange`` again what the answer means.
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from typing import TYPE_CHECKING, Self, TypeVar, final, overload
 
 from attrs import AttrsInstance
@@ -70,7 +70,7 @@ logger = logging.getLogger("cycleguard")
 
 def new_idempotency_key() -> str:
     """A fresh random idempotency key."""
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def _subject_query(subject: Subject | None) -> dict[str, str | None]:

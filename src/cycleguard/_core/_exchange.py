@@ -60,6 +60,12 @@ class Endpoint(Generic[T]):
     path: str
     success_status: int
     response_type: type[T]
+    carries_meta: bool = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda self: "meta" in attrs.fields_dict(self.response_type), takes_self=True
+        ),
+    )
 
 
 DECIDE = Endpoint("decide", "POST", "/v1/decide", 200, DecisionResponse)
@@ -143,8 +149,7 @@ def build_request(
     return HttpRequest(endpoint.method, url, headers + extra, payload)
 
 
-def _int_header(response: HttpResponse, name: str) -> int | None:
-    raw = response.header(name)
+def _as_int(raw: str | None) -> int | None:
     if raw is None or not raw.strip().isdigit():
         return None
     return int(raw.strip())
@@ -152,13 +157,14 @@ def _int_header(response: HttpResponse, name: str) -> int | None:
 
 def response_meta(response: HttpResponse) -> ResponseMeta:
     """The protocol headers of a response."""
+    headers = {name.lower(): value for name, value in reversed(response.headers)}
     return ResponseMeta(
         status=response.status,
-        request_id=response.header("X-Request-Id"),
-        trace_id=response.header("X-Cycles-Trace-Id"),
-        tenant=response.header("X-Cycles-Tenant"),
-        rate_limit_remaining=_int_header(response, "X-RateLimit-Remaining"),
-        rate_limit_reset=_int_header(response, "X-RateLimit-Reset"),
+        request_id=headers.get("x-request-id"),
+        trace_id=headers.get("x-cycles-trace-id"),
+        tenant=headers.get("x-cycles-tenant"),
+        rate_limit_remaining=_as_int(headers.get("x-ratelimit-remaining")),
+        rate_limit_reset=_as_int(headers.get("x-ratelimit-reset")),
     )
 
 
@@ -212,12 +218,11 @@ def interpret(response: HttpResponse, endpoint: Endpoint[T]) -> Result[T, Cycles
     """What ``response`` means for ``endpoint``: the typed answer or a failure value."""
     meta = response_meta(response)
     if response.status == endpoint.success_status:
-        decoded = _wire.decode(response.body, endpoint.response_type)
+        decoded = _wire.decode(
+            response.body, endpoint.response_type, meta=meta if endpoint.carries_meta else None
+        )
         if isinstance(decoded, Success):
-            value = decoded.unwrap()
-            if "meta" in attrs.fields_dict(type(value)):
-                value = attrs.evolve(value, meta=meta)
-            return Success(value)
+            return Success(decoded.unwrap())
         return Failure(
             InvalidResponse(
                 message=f"{endpoint.operation}: {decoded.failure()}",

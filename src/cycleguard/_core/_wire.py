@@ -25,6 +25,7 @@ from cycleguard._core._models import (
     Amount,
     ReasonCode,
     ReservationStatus,
+    ResponseMeta,
     SignedAmount,
     Unit,
     UnknownReasonCode,
@@ -143,7 +144,7 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
             # empty list would quietly become an object with every default.
             if not isinstance(value, dict):
                 raise WireError(f"expected an object, got {type(value).__name__}")
-            return generated(value, tp)
+            return generated(typing.cast("dict[str, object]", value), tp)
 
         return structure_object
 
@@ -152,6 +153,11 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)
     conv.register_structure_hook(Amount, _amount)
+    # ``meta`` is never read from the wire: the decoder puts the exchange's own
+    # ResponseMeta there, and anything a server sent under that name is dropped.
+    conv.register_structure_hook(
+        ResponseMeta, lambda value, _: value if isinstance(value, ResponseMeta) else None
+    )
     conv.register_structure_hook(SignedAmount, _signed_amount)
     conv.register_structure_hook_func(lambda tp: tp == JsonObject, _json_object)
 
@@ -202,6 +208,10 @@ STRICT = _build_converter(forbid_extra_keys=True)
 """Reads requests on the server: unknown fields are an error."""
 
 
+# json.dumps builds a new encoder per call when given options; one shared instance is cheaper.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def to_wire(value: object) -> dict[str, Any]:
     """Unstructure an attrs value to plain JSON-ready data, omitting unset optionals."""
     return typing.cast("dict[str, Any]", LENIENT.unstructure(value))
@@ -213,7 +223,7 @@ def encode(value: object) -> bytes:
     >>> encode(Amount.tokens(5))
     b'{"unit":"TOKENS","amount":5}'
     """
-    return json.dumps(to_wire(value), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(to_wire(value)).encode("utf-8")
 
 
 def describe(error: BaseException) -> str:
@@ -233,17 +243,35 @@ def parse_json(body: bytes) -> Result[object, str]:
 
 
 def structure(
-    data: object, cls: type[T], *, converter: cattrs.Converter = LENIENT
+    data: object,
+    cls: type[T],
+    *,
+    converter: cattrs.Converter = LENIENT,
+    meta: ResponseMeta | None = None,
 ) -> Result[T, str]:
-    """Structure parsed JSON into ``cls``; failure carries a readable reason."""
+    """Structure parsed JSON into ``cls``; failure carries a readable reason.
+
+    ``meta``, when given, fills the response's ``meta`` field (cheaper than
+    rebuilding the frozen value afterwards).
+    """
     if not isinstance(data, dict):
         return Failure(f"expected a JSON object, got {type(data).__name__}")
+    if meta is not None:
+        typing.cast("dict[str, object]", data)["meta"] = meta
     try:
         return Success(converter.structure(data, cls))
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as error:
         return Failure(describe(error))
 
 
-def decode(body: bytes, cls: type[T], *, converter: cattrs.Converter = LENIENT) -> Result[T, str]:
+def decode(
+    body: bytes,
+    cls: type[T],
+    *,
+    converter: cattrs.Converter = LENIENT,
+    meta: ResponseMeta | None = None,
+) -> Result[T, str]:
     """Parse and structure ``body`` into ``cls``; never raises."""
-    return and_then(parse_json(body), lambda data: structure(data, cls, converter=converter))
+    return and_then(
+        parse_json(body), lambda data: structure(data, cls, converter=converter, meta=meta)
+    )
