@@ -130,18 +130,16 @@ async def transport_floor(calls: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Codec and client overhead per call.")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     calls, repeats = args.calls, args.repeats
     print(f"median of {repeats} runs x {calls} calls, microseconds per call")
-    print(
-        f"codec create-reservation (encode+decode): {per_call_us(codec_create, calls, repeats):8.1f}"
-    )
-    print(
-        f"codec commit (encode+decode):             {per_call_us(codec_commit, calls, repeats):8.1f}"
-    )
+    create = per_call_us(codec_create, calls, repeats)
+    commit = per_call_us(codec_commit, calls, repeats)
+    print(f"codec create-reservation (encode+decode): {create:8.1f}")
+    print(f"codec commit (encode+decode):             {commit:8.1f}")
     for backend in ("asyncio", "trio"):
         client = per_call_us(timed_async(backend, client_pairs), calls, repeats) / 2
         floor = per_call_us(timed_async(backend, transport_floor), calls, repeats) / 2
