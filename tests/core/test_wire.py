@@ -146,6 +146,13 @@ def test_types_are_never_coerced(field: str, value: object) -> None:
     assert field in reason
 
 
+@pytest.mark.parametrize("field", ["reason_code", "caps", "retry_after_ms", "affected_scopes"])
+def test_explicit_null_is_not_an_absent_field(field: str) -> None:
+    """JSON null in an optional field breaks the schema; only omission means unset."""
+    reason = decode_failure({"decision": "DENY", field: None}, DecisionResponse)
+    assert f"null is not allowed; omit the field instead @ $.{field}" in reason
+
+
 def test_closed_enums_reject_unknown_values() -> None:
     """Decision is a closed set: an unknown decision is an invalid answer."""
     assert "decision" in decode_failure({"decision": "MAYBE"}, DecisionResponse)

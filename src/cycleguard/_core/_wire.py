@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.v import format_exception
 from returns.result import Failure, Result, Success
 
 from cycleguard._core._json import MAX_INT64, JsonObject
@@ -74,22 +75,25 @@ def _json_object(value: object, _: object) -> JsonObject:
     return typing.cast("JsonObject", value)
 
 
-def _amount(value: object, _: object) -> Amount:
-    unit, amount = _unit_and_int(value)
+def _amount(value: object, _: object, *, strict: bool = False) -> Amount:
+    unit, amount = _unit_and_int(value, strict=strict)
     if amount < 0:
         raise WireError(f"amount {amount} is negative")
     return Amount(unit, amount)
 
 
-def _signed_amount(value: object, _: object) -> SignedAmount:
-    unit, amount = _unit_and_int(value)
+def _signed_amount(value: object, _: object, *, strict: bool = False) -> SignedAmount:
+    unit, amount = _unit_and_int(value, strict=strict)
     return SignedAmount(unit, amount)
 
 
-def _unit_and_int(value: object) -> tuple[Unit, int]:
+def _unit_and_int(value: object, *, strict: bool = False) -> tuple[Unit, int]:
     if not isinstance(value, dict):
         raise WireError("expected an amount object")
     fields = typing.cast("dict[str, object]", value)
+    extra = set(fields) - {"unit", "amount"}
+    if strict and extra:
+        raise WireError(f"extra fields found ({', '.join(sorted(extra))})")
     try:
         unit = Unit(_strict_str(fields["unit"], None))
         amount = _strict_int(fields["amount"], None)
@@ -124,6 +128,13 @@ def _is_union_of(*members: type[Any]) -> Callable[[Any], bool]:
     return predicate
 
 
+def _is_optional(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    return (origin is typing.Union or origin is types.UnionType) and type(None) in typing.get_args(
+        tp
+    )
+
+
 def _is_homogeneous_tuple(tp: Any) -> bool:
     args = typing.get_args(tp)
     return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
@@ -152,27 +163,35 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
     conv.register_structure_hook(int, _strict_int)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook(Amount, _amount)
+    # Amount objects are read by hand, so the strict reader checks their keys itself.
+    strict = forbid_extra_keys
+    conv.register_structure_hook(Amount, lambda v, tp: _amount(v, tp, strict=strict))
     # ``meta`` is never read from the wire: the decoder puts the exchange's own
     # ResponseMeta there, and anything a server sent under that name is dropped.
     conv.register_structure_hook(
         ResponseMeta, lambda value, _: value if isinstance(value, ResponseMeta) else None
     )
-    conv.register_structure_hook(SignedAmount, _signed_amount)
+    conv.register_structure_hook(SignedAmount, lambda v, tp: _signed_amount(v, tp, strict=strict))
     conv.register_structure_hook_func(lambda tp: tp == JsonObject, _json_object)
 
     for known, unknown in (
         (ReasonCode, UnknownReasonCode),
         (ReservationStatus, UnknownReservationStatus),
     ):
-        hook = _open_enum(known, unknown)
-        union_predicate = _is_union_of(known, unknown)
-
-        def structure_optional(value: object, tp: object, hook: _Hook = hook) -> object:
-            return None if value is None else hook(value, tp)
-
-        conv.register_structure_hook_func(union_predicate, structure_optional)
+        conv.register_structure_hook_func(_is_union_of(known, unknown), _open_enum(known, unknown))
         conv.register_unstructure_hook(unknown, lambda u: u.value)
+
+    def structure_optional(value: object, tp: Any) -> object:
+        # An optional field may be absent (the generated code then uses the default
+        # and never calls this); an explicit JSON null is not schema-valid.
+        if value is None:
+            raise WireError("null is not allowed; omit the field instead")
+        members = tuple(arg for arg in typing.get_args(tp) if arg is not type(None))
+        inner: Any = members[0] if len(members) == 1 else typing.Union[members]  # noqa: UP007
+        structured: object = conv.structure(value, inner)
+        return structured
+
+    conv.register_structure_hook_func(_is_optional, structure_optional)
 
     def structure_tuple(value: object, tp: Any) -> tuple[object, ...]:
         if not isinstance(value, list):
@@ -226,10 +245,16 @@ def encode(value: object) -> bytes:
     return _ENCODER.encode(to_wire(value)).encode("utf-8")
 
 
+def _format_exception(error: BaseException, expected: type[Any] | None) -> str:
+    if isinstance(error, WireError):
+        return str(error)
+    return format_exception(error, expected)
+
+
 def describe(error: BaseException) -> str:
     """A one-line account of a decoding failure, naming the failing path where known."""
     if isinstance(error, cattrs.BaseValidationError):
-        notes = cattrs.transform_error(error)
+        notes = cattrs.transform_error(error, format_exception=_format_exception)
         return "; ".join(notes) if notes else str(error)
     return str(error)
 
