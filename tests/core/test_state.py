@@ -18,11 +18,9 @@ from cycleguard._core._state import (
 
 
 def test_terminal_states() -> None:
-    """Committed, released and expired reservations accept nothing more."""
-    assert (
-        frozenset({LeaseState.COMMITTED, LeaseState.RELEASED, LeaseState.EXPIRED})
-        == TERMINAL_STATES
-    )
+    """Committed, rejected, released and expired reservations accept nothing more."""
+    terminal = {LeaseState.COMMITTED, LeaseState.REJECTED, LeaseState.RELEASED, LeaseState.EXPIRED}
+    assert frozenset(terminal) == TERMINAL_STATES
 
 
 def test_active_moves() -> None:

@@ -7,9 +7,11 @@ Server side (what the ledger stores)::
     ACTIVE --expire--> EXPIRED
     ACTIVE --extend--> ACTIVE
 
-The client lease adds one state of its own: a commit whose outcome is not yet
+The client lease adds two states of its own: a commit whose outcome is not yet
 known (sent, journaled, awaiting an answer) is ``COMMIT_PENDING``; it can only
-settle as committed or be recovered, never released.
+settle as committed, never be released. A commit the server refused for good
+ends in ``REJECTED``: nothing more is sent and the server's expiry returns the
+hold (the work already ran, so the lease never releases it).
 
 Both the server ledger and the client lease ask :func:`next_state`; the docs'
 state diagram is drawn from :data:`TRANSITIONS`.
@@ -32,6 +34,7 @@ class LeaseState(enum.Enum):
     ACTIVE = "ACTIVE"
     COMMIT_PENDING = "COMMIT_PENDING"
     COMMITTED = "COMMITTED"
+    REJECTED = "REJECTED"
     RELEASED = "RELEASED"
     EXPIRED = "EXPIRED"
 
@@ -43,6 +46,7 @@ class LeaseEvent(enum.Enum):
     COMMIT = "commit"
     COMMIT_SENT = "commit_sent"
     COMMIT_CONFIRMED = "commit_confirmed"
+    COMMIT_REJECTED = "commit_rejected"
     RELEASE = "release"
     EXPIRE = "expire"
 
@@ -57,8 +61,10 @@ TRANSITIONS: Mapping[LeaseState, Mapping[LeaseEvent, LeaseState]] = {
     },
     LeaseState.COMMIT_PENDING: {
         LeaseEvent.COMMIT_CONFIRMED: LeaseState.COMMITTED,
+        LeaseEvent.COMMIT_REJECTED: LeaseState.REJECTED,
     },
     LeaseState.COMMITTED: {},
+    LeaseState.REJECTED: {},
     LeaseState.RELEASED: {},
     LeaseState.EXPIRED: {},
 }
