@@ -1,8 +1,14 @@
 """HTTP transports: the :class:`Transport` protocol and its implementations.
 
-Optional backends live in their own modules so that importing this package
-pulls in no optional dependency: ``cycleguard.transports.httpx``,
-``cycleguard.transports.httpx2``, ``cycleguard.transports.aiohttp``.
+Each implementation lives in its own module so that importing this package
+pulls in no optional dependency:
+
+- ``cycleguard.transports.h11``: the default, a keep-alive pool on ``h11`` and anyio;
+- ``cycleguard.transports.httpx`` / ``cycleguard.transports.httpx2``: on those clients
+  (proxies, HTTP/2, a client you already configured);
+- ``cycleguard.transports.aiohttp``: asyncio only;
+- ``cycleguard.transports.asgi``: an ASGI app in process, no socket;
+- ``cycleguard.transports.mock``: a handler function, for tests.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from returns.result import Result
+if TYPE_CHECKING:
+    from returns.result import Result
 
-from cycleguard._core._errors import TransportError
-from cycleguard._core._http import HttpRequest, HttpResponse
+    from cycleguard._core._errors import TransportError
+    from cycleguard._core._http import HttpRequest, HttpResponse
 
 
 class Transport(Protocol):
@@ -18,7 +19,9 @@ class Transport(Protocol):
     :class:`~cycleguard.errors.TimedOut`, a response that is not valid HTTP is
     :class:`~cycleguard.errors.InvalidResponse`. Cancellation always propagates.
     ``aclose`` is idempotent; sending after it returns
-    :class:`~cycleguard.errors.TransportUnavailable`.
+    :class:`~cycleguard.errors.TransportUnavailable`. A request HTTP/1.1 cannot
+    carry (a header value with a line break, a relative URL) is programmer misuse
+    and raises :class:`~cycleguard.errors.UsageError` before any I/O.
     """
 
     async def send(self, request: HttpRequest) -> Result[HttpResponse, TransportError]:
