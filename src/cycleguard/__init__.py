@@ -50,12 +50,54 @@ from cycleguard._core._models import Subject as Subject
 from cycleguard._core._models import Unit as Unit
 from cycleguard._core._models import UnknownReasonCode as UnknownReasonCode
 from cycleguard._core._models import UnknownReservationStatus as UnknownReservationStatus
+from cycleguard._core._state import LeaseState as LeaseState
+from cycleguard._guarded import Spent as Spent
+from cycleguard._guarded import guarded as guarded
+from cycleguard._heartbeat import HeartbeatEvent as HeartbeatEvent
+from cycleguard._heartbeat import HeartbeatExtended as HeartbeatExtended
+from cycleguard._heartbeat import HeartbeatRetrying as HeartbeatRetrying
+from cycleguard._heartbeat import HeartbeatStopped as HeartbeatStopped
+from cycleguard._journal import JournalConfig as JournalConfig
+from cycleguard._lease import AlreadyFinalized as AlreadyFinalized
+from cycleguard._lease import Lease as Lease
+from cycleguard._lease import LeaseLost as LeaseLost
+from cycleguard._lease import open_reservation as open_reservation
+from cycleguard._settlement import Committed as Committed
+from cycleguard._settlement import DrainReport as DrainReport
+from cycleguard._settlement import Pending as Pending
+from cycleguard._settlement import RecoveredViaEvent as RecoveredViaEvent
+from cycleguard._settlement import Rejected as Rejected
+from cycleguard._settlement import ReplayReport as ReplayReport
+from cycleguard._settlement import Settlement as Settlement
+from cycleguard._settlement import SettlementOutcome as SettlementOutcome
+from cycleguard._settlement import SettlementPolicy as SettlementPolicy
 from cycleguard._version import package_version as _package_version
 
 __version__ = _package_version()
 
 __all__ = (
     "CyclesClient",
+    "open_reservation",
+    "Lease",
+    "LeaseState",
+    "LeaseLost",
+    "AlreadyFinalized",
+    "guarded",
+    "Spent",
+    "HeartbeatEvent",
+    "HeartbeatExtended",
+    "HeartbeatRetrying",
+    "HeartbeatStopped",
+    "Settlement",
+    "SettlementPolicy",
+    "SettlementOutcome",
+    "Committed",
+    "RecoveredViaEvent",
+    "Pending",
+    "Rejected",
+    "ReplayReport",
+    "DrainReport",
+    "JournalConfig",
     "ClientConfig",
     "Timeouts",
     "new_idempotency_key",

@@ -55,6 +55,7 @@ from cycleguard._core._validation import list_limit_issues, reservation_id_issue
 from cycleguard._version import user_agent
 
 if TYPE_CHECKING:
+    from cycleguard._settlement import Settlement
     from collections.abc import AsyncIterator, Collection
     from datetime import datetime
     from types import TracebackType
@@ -120,6 +121,7 @@ class CyclesClient:
         """Build a client; without ``transport`` it uses the built-in h11 keep-alive pool."""
         self._config = config
         self._transport = transport if transport is not None else _default_transport(config)
+        self._settlement: Settlement | None = None
         self._headers: Headers = (
             ("X-Cycles-API-Key", config.api_key),
             ("User-Agent", user_agent()),
@@ -153,9 +155,32 @@ class CyclesClient:
     ) -> None:
         await self.aclose()
 
+    @property
+    def settlement(self) -> Settlement:
+        """This client's durable settlement, created on first use.
+
+        Leases and ``guarded`` calls settle through it unless given another. Its
+        journal follows ``CYCLES_JOURNAL_ENABLED`` / ``CYCLES_JOURNAL_DIR``. Call
+        ``await client.settlement.replay()`` at start to settle what an earlier
+        process left, and run ``client.settlement.run_sweeper`` in a task group to
+        retry what is pending; :meth:`aclose` drains it (bounded) before closing.
+        """
+        if self._settlement is None:
+            from cycleguard._settlement import Settlement  # noqa: PLC0415  # imports this module
+
+            self._settlement = Settlement(self)
+        return self._settlement
+
     async def aclose(self) -> None:
-        """Close the transport. Safe to call more than once."""
-        await self._transport.aclose()
+        """Drain pending settlement (bounded), then close the transport.
+
+        Safe to call more than once.
+        """
+        try:
+            if self._settlement is not None:
+                await self._settlement.drain()
+        finally:
+            await self._transport.aclose()
 
     # The exchange ----------------------------------------------------------------
 

@@ -88,6 +88,15 @@ def test_retry_after_is_parsed_from_delta_seconds() -> None:
     assert server_failure(_exchange.interpret(dated, _exchange.DECIDE)).retry_after is None
 
 
+def test_bodyless_429_keeps_its_retry_after() -> None:
+    """A 429 from a proxy (no envelope) is ambiguous but still says how long to wait."""
+    raw = HttpResponse(429, (("Retry-After", "4"),), b"slow down")
+    error = failure_of(_exchange.interpret(raw, _exchange.COMMIT_RESERVATION))
+    assert error == InvalidResponse(
+        message="HTTP 429 without a protocol error envelope", status=429, retry_after=4.0
+    )
+
+
 def test_trace_id_falls_back_to_the_header() -> None:
     """An envelope without trace_id takes the X-Cycles-Trace-Id header."""
     body = {"error": "BUDGET_EXCEEDED", "message": "m", "request_id": "r"}

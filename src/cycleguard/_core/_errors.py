@@ -286,12 +286,16 @@ class TimedOut:
 @final
 @attrs.frozen(kw_only=True)
 class InvalidResponse:
-    """The answer is not a schema-valid protocol response. The outcome is ambiguous."""
+    """The answer is not a schema-valid protocol response. The outcome is ambiguous.
+
+    ``retry_after`` keeps a ``Retry-After`` header that came with it (a bodyless 429).
+    """
 
     message: str
     status: int | None = None
     request_id: str | None = None
     trace_id: str | None = None
+    retry_after: float | None = None
 
 
 @final
@@ -392,13 +396,7 @@ def retry_after(error: CyclesError) -> float | None:
     match error:
         case Denied(retry_after_ms=ms):
             return None if ms is None else ms / 1000
-        case (
-            ValidationFailed()
-            | ConnectionFailed()
-            | TimedOut()
-            | InvalidResponse()
-            | TransportUnavailable()
-        ):
+        case ValidationFailed() | ConnectionFailed() | TimedOut() | TransportUnavailable():
             return None
         case _:
             return error.retry_after

@@ -188,6 +188,7 @@ def server_error(response: HttpResponse, meta: ResponseMeta) -> ServerError | In
             status=response.status,
             request_id=meta.request_id,
             trace_id=meta.trace_id,
+            retry_after=parse_retry_after(response.header("Retry-After")),
         )
     envelope = decoded.unwrap()
     trace_id = envelope.trace_id or meta.trace_id

@@ -1,0 +1,3 @@
+"""Conformance runners for cross-SDK profiles (see ``recovery.py``)."""
+
+from __future__ import annotations
