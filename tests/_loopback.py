@@ -228,7 +228,7 @@ class LoopbackServer:
 
 
 def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, 0))
     sock.listen(128)
@@ -279,7 +279,7 @@ def serve_loopback() -> Generator[LoopbackServer]:
 @contextmanager
 def refusing_port() -> Generator[str]:
     """Yield a base URL on a port that is bound but not listening: connecting is refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
         sock.bind((HOST, 0))
         yield f"http://{HOST}:{sock.getsockname()[1]}"
 

@@ -1,0 +1,184 @@
+"""The HTTP edge shared by both planes: ids, trace ids, strict bodies and the error envelope.
+
+Everything here is synchronous and free of I/O; the Starlette handlers in
+:mod:`cycleguard.server.app` call it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import TYPE_CHECKING, Generic, TypeVar, cast, final
+
+import attrs
+from returns.pipeline import is_successful
+from starlette.responses import Response
+
+from cycleguard._core._errors import ErrorCode
+from cycleguard._core._validation import Request, reservation_id_issues, validate
+from cycleguard._core._wire import STRICT, decode, parse_json, structure
+from cycleguard.server.records import Rejection, Reply, rejection
+from cycleguard.server.runtime import canonical_digest
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from cycleguard._core._errors import ValidationIssue
+    from cycleguard._core._json import JsonObject, JsonValue
+
+__all__ = (
+    "Decoded",
+    "RequestContext",
+    "check_idempotency_header",
+    "decode_body",
+    "decode_request",
+    "invalid",
+    "render",
+    "request_context",
+    "trace_id_from",
+)
+
+T = TypeVar("T")
+R = TypeVar("R", bound=Request)
+
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+@final
+@attrs.frozen
+class RequestContext:
+    """Per-request correlation: a fresh request id and the effective trace id."""
+
+    request_id: str
+    trace_id: str
+
+
+def _new_trace_id() -> str:
+    while True:
+        trace_id = secrets.token_hex(16)
+        if trace_id != _ZERO_TRACE:
+            return trace_id
+
+
+def trace_id_from(traceparent: str | None, flat: str | None) -> str:
+    """The trace id by the protocol's precedence: ``traceparent``, then the flat header.
+
+    Malformed or all-zero values count as absent; with neither valid, a new
+    random id is made.
+
+    >>> trace_id_from(None, "0af7651916cd43dd8448eb211c80319c")
+    '0af7651916cd43dd8448eb211c80319c'
+    """
+    if traceparent is not None:
+        match = _TRACEPARENT.fullmatch(traceparent.strip())
+        if match and match.group(1) != _ZERO_TRACE and match.group(2) != _ZERO_SPAN:
+            return match.group(1)
+    if flat is not None:
+        value = flat.strip()
+        if _TRACE_ID.fullmatch(value) and value != _ZERO_TRACE:
+            return value
+    return _new_trace_id()
+
+
+def request_context(headers: Mapping[str, str]) -> RequestContext:
+    """The correlation ids of a request with these (case-insensitive) headers."""
+    return RequestContext(
+        request_id=secrets.token_hex(16),
+        trace_id=trace_id_from(headers.get("traceparent"), headers.get("x-cycles-trace-id")),
+    )
+
+
+def render(outcome: Reply | Rejection, context: RequestContext) -> Response:
+    """The HTTP response for an outcome, with the correlation headers every response carries."""
+    headers = {"X-Request-Id": context.request_id, "X-Cycles-Trace-Id": context.trace_id}
+    if isinstance(outcome, Reply):
+        if outcome.tenant is not None:
+            headers["X-Cycles-Tenant"] = outcome.tenant
+        body: JsonObject = outcome.body
+        status = outcome.status
+    else:
+        envelope: dict[str, JsonValue] = {
+            "error": outcome.error,
+            "message": outcome.message,
+            "request_id": context.request_id,
+            "trace_id": context.trace_id,
+        }
+        if outcome.details is not None:
+            envelope["details"] = outcome.details
+        body, status = envelope, outcome.status
+    return Response(
+        _ENCODER.encode(body).encode("utf-8"),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def invalid(message: str, issues: tuple[ValidationIssue, ...] = ()) -> Rejection:
+    """A 400 ``INVALID_REQUEST``, listing each broken rule in ``details.issues``."""
+    details: JsonObject | None = None
+    if issues:
+        details = {"issues": [{"field": i.field, "message": i.message} for i in issues]}
+    return rejection(ErrorCode.INVALID_REQUEST, message, details)
+
+
+def decode_body(raw: bytes, cls: type[T]) -> T | Rejection:
+    """Strictly decode a JSON object body into ``cls``: unknown fields, nulls,
+    wrong types and out-of-range integers are all 400."""
+    if not raw.strip():
+        return invalid("Request body is empty; a JSON object is required")
+    decoded = decode(raw, cls, converter=STRICT)
+    if not is_successful(decoded):
+        return invalid(f"Invalid request body: {decoded.failure()}")
+    return decoded.unwrap()
+
+
+@final
+@attrs.frozen
+class Decoded(Generic[R]):
+    """A protocol request that passed every check, and the digest of its payload."""
+
+    request: R
+    digest: str
+
+
+def decode_request(raw: bytes, cls: type[R]) -> Decoded[R] | Rejection:
+    """Strictly decode and check a protocol request (field rules: :func:`validate`);
+    its idempotency digest is taken from the JSON as sent (:func:`canonical_digest`)."""
+    if not raw.strip():
+        return invalid("Request body is empty; a JSON object is required")
+    parsed = parse_json(raw)
+    if not is_successful(parsed):
+        return invalid(f"Invalid request body: {parsed.failure()}")
+    data = parsed.unwrap()
+    if not isinstance(data, dict):
+        return invalid(f"Invalid request body: expected a JSON object, got {type(data).__name__}")
+    body = cast("dict[str, object]", data)
+    structured = structure(body, cls, converter=STRICT)
+    if not is_successful(structured):
+        return invalid(f"Invalid request body: {structured.failure()}")
+    request = structured.unwrap()
+    issues = validate(request)
+    if issues:
+        return invalid("Invalid request: " + "; ".join(str(i) for i in issues), issues)
+    return Decoded(request, canonical_digest(body))
+
+
+def check_idempotency_header(header: str | None, request: R | Rejection) -> R | Rejection:
+    """``X-Idempotency-Key``, when sent, must equal the body's ``idempotency_key``."""
+    if isinstance(request, Rejection) or header is None or header == request.idempotency_key:
+        return request
+    return invalid("X-Idempotency-Key header does not match idempotency_key in the request body")
+
+
+def check_reservation_id(reservation_id: str) -> Rejection | None:
+    """A reservation id in a path must be 1 to 128 characters."""
+    issues = reservation_id_issues(reservation_id)
+    if issues:
+        return invalid("Invalid reservation id: " + "; ".join(str(i) for i in issues), issues)
+    return None

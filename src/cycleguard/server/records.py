@@ -1,0 +1,529 @@
+"""What the embedded server stores, and the outcomes its rules hand back.
+
+Every stored record is a frozen value with three index properties a store
+uses: ``store_key`` (unique within its record type), ``tenant_index`` (the
+owning tenant, for per-tenant scans) and ``due_index`` (when the sweeper must
+look at it, if ever). Stores know nothing else about the records.
+
+Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Protocol, TypeAlias, final
+
+import attrs
+
+from cycleguard._core._errors import ErrorCode
+from cycleguard._core._json import JsonObject
+from cycleguard._core._models import (
+    Action,
+    Amount,
+    Caps,
+    OveragePolicy,
+    StandardMetrics,
+    Subject,
+    Unit,
+)
+from cycleguard._core._state import LeaseState
+
+__all__ = (
+    "RECORD_TYPES",
+    "STATUS_BY_CODE",
+    "ApiKeyRecord",
+    "Budget",
+    "BudgetStatus",
+    "EventRecord",
+    "IdempotencyRecord",
+    "KeyHash",
+    "KeyStatus",
+    "PolicyRecord",
+    "PolicyStatus",
+    "Record",
+    "Rejection",
+    "Reply",
+    "ReservationRecord",
+    "RolloverPolicy",
+    "StoredRecord",
+    "Tenant",
+    "TenantStatus",
+    "TtlOverride",
+    "budget_key",
+    "idempotency_key",
+    "rejection",
+)
+
+
+class TenantStatus(enum.Enum):
+    """Lifecycle of a tenant. ``CLOSED`` is terminal."""
+
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+    CLOSED = "CLOSED"
+
+
+class BudgetStatus(enum.Enum):
+    """Lifecycle of a budget ledger. ``CLOSED`` is terminal."""
+
+    ACTIVE = "ACTIVE"
+    FROZEN = "FROZEN"
+    CLOSED = "CLOSED"
+
+
+class KeyStatus(enum.Enum):
+    """Lifecycle of an API key (``EXPIRED`` is derived from ``expires_at``)."""
+
+    ACTIVE = "ACTIVE"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+
+
+class PolicyStatus(enum.Enum):
+    """Whether a policy takes part in decisions."""
+
+    ACTIVE = "ACTIVE"
+    DISABLED = "DISABLED"
+
+
+class RolloverPolicy(enum.Enum):
+    """Stored with a budget for the admin plane; the runtime does not act on it."""
+
+    NONE = "NONE"
+    CARRY_FORWARD = "CARRY_FORWARD"
+    CAP_AT_ALLOCATED = "CAP_AT_ALLOCATED"
+
+
+class StoredRecord(Protocol):
+    """What a store needs to know about a record."""
+
+    @property
+    def store_key(self) -> str:
+        """Unique key of the record within its type."""
+        ...
+
+    @property
+    def tenant_index(self) -> str | None:
+        """The owning tenant, for per-tenant scans; ``None`` if not tenant-owned."""
+        ...
+
+    @property
+    def due_index(self) -> int | None:
+        """When the sweeper must look at the record (Unix ms), or ``None``."""
+        ...
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Tenant:
+    """A tenant and its reservation defaults."""
+
+    tenant_id: str
+    name: str
+    status: TenantStatus = TenantStatus.ACTIVE
+    created_at_ms: int
+    updated_at_ms: int | None = None
+    suspended_at_ms: int | None = None
+    closed_at_ms: int | None = None
+    parent_tenant_id: str | None = None
+    metadata: Mapping[str, str] | None = None
+    default_commit_overage_policy: OveragePolicy | None = None
+    default_reservation_ttl_ms: int | None = None
+    max_reservation_ttl_ms: int | None = None
+    max_reservation_extensions: int | None = None
+    reservation_expiry_policy: str | None = None
+
+    @property
+    def store_key(self) -> str:
+        """The tenant id."""
+        return self.tenant_id
+
+    @property
+    def tenant_index(self) -> str | None:
+        """A tenant owns itself."""
+        return self.tenant_id
+
+    @property
+    def due_index(self) -> int | None:
+        """Tenants never expire."""
+        return None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ApiKeyRecord:
+    """A tenant API key. The secret itself is never stored, only its SHA-256."""
+
+    key_id: str
+    tenant_id: str
+    key_prefix: str
+    secret_hash: str = attrs.field(repr=False)
+    name: str
+    permissions: tuple[str, ...]
+    scope_filter: tuple[str, ...] | None = None
+    status: KeyStatus = KeyStatus.ACTIVE
+    created_at_ms: int
+    expires_at_ms: int
+    revoked_at_ms: int | None = None
+    revoked_reason: str | None = None
+    metadata: JsonObject | None = None
+
+    @property
+    def store_key(self) -> str:
+        """The key id."""
+        return self.key_id
+
+    @property
+    def tenant_index(self) -> str | None:
+        """The tenant the key acts for."""
+        return self.tenant_id
+
+    @property
+    def due_index(self) -> int | None:
+        """Keys are kept for audit; nothing to sweep."""
+        return None
+
+    def effective_status(self, now_ms: int) -> KeyStatus:
+        """``EXPIRED`` once ``expires_at`` has passed, else the stored status."""
+        if self.status is KeyStatus.ACTIVE and now_ms >= self.expires_at_ms:
+            return KeyStatus.EXPIRED
+        return self.status
+
+
+@final
+@attrs.frozen(kw_only=True)
+class KeyHash:
+    """Lookup from a secret's SHA-256 (hex) to its key id."""
+
+    secret_hash: str
+    key_id: str
+
+    @property
+    def store_key(self) -> str:
+        """The secret's hash."""
+        return self.secret_hash
+
+    @property
+    def tenant_index(self) -> str | None:
+        """Not tenant-scanned."""
+        return None
+
+    @property
+    def due_index(self) -> int | None:
+        """Never swept."""
+        return None
+
+
+def budget_key(scope: str, unit: Unit) -> str:
+    """The store key of the budget for ``(scope, unit)``.
+
+    >>> budget_key("tenant:acme", Unit.TOKENS)
+    'tenant:acme#TOKENS'
+    """
+    return f"{scope}#{unit.value}"
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Budget:
+    """One budget ledger for a ``(scope, unit)`` pair.
+
+    The ledger identity ``allocated == remaining + spent + reserved + debt``
+    holds after every operation; ``remaining`` may be negative under overdraft.
+    """
+
+    scope: str
+    unit: Unit
+    tenant_id: str
+    ledger_id: str
+    allocated: int
+    remaining: int
+    reserved: int = 0
+    spent: int = 0
+    debt: int = 0
+    overdraft_limit: int = 0
+    is_over_limit: bool = False
+    status: BudgetStatus = BudgetStatus.ACTIVE
+    commit_overage_policy: OveragePolicy | None = None
+    rollover_policy: RolloverPolicy | None = None
+    period_start_ms: int | None = None
+    period_end_ms: int | None = None
+    metadata: JsonObject | None = None
+    created_at_ms: int
+    updated_at_ms: int | None = None
+
+    @property
+    def store_key(self) -> str:
+        """``scope#UNIT``."""
+        return budget_key(self.scope, self.unit)
+
+    @property
+    def tenant_index(self) -> str | None:
+        """The tenant that owns the scope."""
+        return self.tenant_id
+
+    @property
+    def due_index(self) -> int | None:
+        """Budgets never expire."""
+        return None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ReservationRecord:
+    """A reservation and everything needed to settle it or replay its answers."""
+
+    reservation_id: str
+    tenant_id: str
+    state: LeaseState
+    subject: Subject
+    action: Action
+    estimate: Amount
+    scope_path: str
+    affected_scopes: tuple[str, ...]
+    budgeted_scopes: tuple[str, ...]
+    created_at_ms: int
+    expires_at_ms: int
+    grace_period_ms: int
+    overage_policy: OveragePolicy
+    max_extensions: int
+    max_ttl_ms: int
+    extension_count: int = 0
+    idempotency_key: str
+    metadata: JsonObject | None = None
+    finalized_at_ms: int | None = None
+    charged: Amount | None = None
+    debt_incurred: int = 0
+    committed_metadata: JsonObject | None = None
+    metrics: StandardMetrics | None = None
+    release_reason: str | None = None
+    commit_key: str | None = None
+    commit_hash: str | None = None
+    commit_response: JsonObject | None = None
+    release_key: str | None = None
+    release_hash: str | None = None
+    release_response: JsonObject | None = None
+
+    @property
+    def store_key(self) -> str:
+        """The reservation id."""
+        return self.reservation_id
+
+    @property
+    def tenant_index(self) -> str | None:
+        """The tenant that created the reservation."""
+        return self.tenant_id
+
+    @property
+    def due_index(self) -> int | None:
+        """An active reservation is due for expiry once its grace period ends."""
+        if self.state is LeaseState.ACTIVE:
+            return self.expires_at_ms + self.grace_period_ms
+        return None
+
+
+def idempotency_key(tenant_id: str, endpoint: str, key: str) -> str:
+    """The store key of an idempotency record: unambiguous for any key text.
+
+    Tenant ids and endpoint names never contain ``|``; the client's key goes last.
+
+    >>> idempotency_key("acme", "reserve", "k|1")
+    'acme|reserve|k|1'
+    """
+    return f"{tenant_id}|{endpoint}|{key}"
+
+
+@final
+@attrs.frozen(kw_only=True)
+class IdempotencyRecord:
+    """The stored success of one keyed request: its payload hash and its answer."""
+
+    tenant_id: str
+    endpoint: str
+    key: str
+    payload_hash: str
+    response: JsonObject
+    status_code: int
+    created_at_ms: int
+    expires_at_ms: int
+    reservation_id: str | None = None
+
+    @property
+    def store_key(self) -> str:
+        """``[tenant, endpoint, key]`` as compact JSON."""
+        return idempotency_key(self.tenant_id, self.endpoint, self.key)
+
+    @property
+    def tenant_index(self) -> str | None:
+        """The tenant the key space belongs to."""
+        return self.tenant_id
+
+    @property
+    def due_index(self) -> int | None:
+        """Purged by the sweeper once it expires."""
+        return self.expires_at_ms
+
+
+@final
+@attrs.frozen(kw_only=True)
+class TtlOverride:
+    """A policy's reservation TTL settings; each overrides the tenant's."""
+
+    default_ttl_ms: int | None = None
+    max_ttl_ms: int | None = None
+    max_extensions: int | None = None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class PolicyRecord:
+    """A tenant policy: caps and defaults for the scopes its pattern matches."""
+
+    policy_id: str
+    tenant_id: str
+    name: str
+    scope_pattern: str
+    priority: int = 0
+    caps: Caps | None = None
+    commit_overage_policy: OveragePolicy | None = None
+    reservation_ttl_override: TtlOverride | None = None
+    rate_limits: JsonObject | None = None
+    effective_from_ms: int | None = None
+    effective_until_ms: int | None = None
+    status: PolicyStatus = PolicyStatus.ACTIVE
+    created_at_ms: int
+    updated_at_ms: int | None = None
+
+    @property
+    def store_key(self) -> str:
+        """The policy id."""
+        return self.policy_id
+
+    @property
+    def tenant_index(self) -> str | None:
+        """The owning tenant."""
+        return self.tenant_id
+
+    @property
+    def due_index(self) -> int | None:
+        """Policies never expire."""
+        return None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class EventRecord:
+    """A direct debit recorded by ``POST /v1/events``."""
+
+    event_id: str
+    tenant_id: str
+    subject: Subject
+    action: Action
+    actual: Amount
+    charged: Amount
+    overage_policy: OveragePolicy
+    scope_path: str
+    budgeted_scopes: tuple[str, ...]
+    idempotency_key: str
+    created_at_ms: int
+    debt_incurred: int = 0
+    metrics: StandardMetrics | None = None
+    client_time_ms: int | None = None
+    metadata: JsonObject | None = None
+
+    @property
+    def store_key(self) -> str:
+        """The event id."""
+        return self.event_id
+
+    @property
+    def tenant_index(self) -> str | None:
+        """The tenant that recorded the spend."""
+        return self.tenant_id
+
+    @property
+    def due_index(self) -> int | None:
+        """Kept; nothing to sweep."""
+        return None
+
+
+Record: TypeAlias = (
+    Tenant
+    | ApiKeyRecord
+    | KeyHash
+    | Budget
+    | ReservationRecord
+    | IdempotencyRecord
+    | PolicyRecord
+    | EventRecord
+)
+"""Every record type a store holds."""
+
+RECORD_TYPES: tuple[type[Record], ...] = (
+    Tenant,
+    ApiKeyRecord,
+    KeyHash,
+    Budget,
+    ReservationRecord,
+    IdempotencyRecord,
+    PolicyRecord,
+    EventRecord,
+)
+"""Record types in a fixed order; their ``__name__`` is their stored kind."""
+
+
+# Outcomes -------------------------------------------------------------------
+
+STATUS_BY_CODE: Mapping[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.UNIT_MISMATCH: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.BUDGET_EXCEEDED: 409,
+    ErrorCode.BUDGET_FROZEN: 409,
+    ErrorCode.BUDGET_CLOSED: 409,
+    ErrorCode.RESERVATION_FINALIZED: 409,
+    ErrorCode.IDEMPOTENCY_MISMATCH: 409,
+    ErrorCode.OVERDRAFT_LIMIT_EXCEEDED: 409,
+    ErrorCode.DEBT_OUTSTANDING: 409,
+    ErrorCode.MAX_EXTENSIONS_EXCEEDED: 409,
+    ErrorCode.TENANT_CLOSED: 409,
+    ErrorCode.RESERVATION_EXPIRED: 410,
+    ErrorCode.LIMIT_EXCEEDED: 429,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+"""The one place that pairs each runtime ``error`` code with its HTTP status."""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Rejection:
+    """A refusal: HTTP status, wire ``error`` code, message and optional details."""
+
+    status: int
+    error: str
+    message: str
+    details: JsonObject | None = None
+
+
+def rejection(code: ErrorCode, message: str, details: JsonObject | None = None) -> Rejection:
+    """A runtime-plane refusal; its status comes from :data:`STATUS_BY_CODE`.
+
+    >>> rejection(ErrorCode.BUDGET_EXCEEDED, "no").status
+    409
+    """
+    return Rejection(
+        status=STATUS_BY_CODE[code], error=code.value, message=message, details=details
+    )
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Reply:
+    """A successful answer: status, JSON body and the tenant it was served for."""
+
+    status: int
+    body: JsonObject
+    tenant: str | None = None

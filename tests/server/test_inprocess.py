@@ -1,0 +1,67 @@
+"""The app in-process through the ASGI transport: it runs on the test's own loop, trio included."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from cycleguard.server.app import CyclesServer
+from cycleguard.server.clock import ManualClock
+from cycleguard.server.stores.memory import memory_store
+from cycleguard.server.stores.sqlite import sqlite_store
+from tests.server._api import ADMIN, ADMIN_KEY, Api, json_of
+from tests.server._schema import response_problems, validate_response
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_reserve_commit_and_sweep_in_process(kind: str, tmp_path: Path) -> None:
+    clock = ManualClock()
+    open_store = memory_store if kind == "memory" else partial(sqlite_store, tmp_path / "c.db")
+    server = CyclesServer(
+        open_store=open_store, clock=clock, admin_key=ADMIN_KEY, sweep_interval=None
+    )
+    async with (
+        server.running(),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=server.app),
+            base_url="http://cycles.test",
+            event_hooks={"response": [validate_response]},
+        ) as http,
+    ):
+        await http.post(
+            "/v1/admin/tenants", json={"tenant_id": "acme", "name": "Acme"}, headers=ADMIN
+        )
+        key = json_of(
+            await http.post(
+                "/v1/admin/api-keys", json={"tenant_id": "acme", "name": "k"}, headers=ADMIN
+            )
+        )
+        api = Api(http=http, clock=clock, tenant_id="acme", secret=str(key["key_secret"]))
+        await api.budget(allocated=100)
+        rid = await api.hold(40, ttl_ms=1_000, grace_period_ms=0)
+        committed = await api.hold(10)
+        assert (await api.commit(committed, 10)).status_code == 200
+        clock.advance(1_001)
+        report = await server.sweep_once()
+        assert (report.expired, report.purged) == (1, 0)
+        row = await api.balance()
+        assert (row["remaining"], row["reserved"], row["spent"]) == (90, 0, 10)
+        assert (await api.get(rid)).status_code == 410
+
+
+def test_the_schema_helper_catches_bad_bodies() -> None:
+    assert response_problems("GET", "/v1/balances", 200, {"balances": []}) == []
+    assert response_problems("GET", "/v1/balances", 200, {"balances": [], "extra": 1})
+    assert response_problems("GET", "/v1/balances", 404, {"error": "NOT_FOUND"})
+    assert response_problems("POST", "/v1/decide", 200, {"decision": "MAYBE"})
+    envelope = {"error": "NOT_FOUND", "message": "m", "request_id": "r"}
+    assert response_problems("GET", "/v1/nothing", 404, envelope) == []
+    assert response_problems("POST", "/v1/admin/tenants", 201, {"tenant_id": "acme"})
