@@ -181,17 +181,23 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
         conv.register_structure_hook_func(_is_union_of(known, unknown), _open_enum(known, unknown))
         conv.register_unstructure_hook(unknown, lambda u: u.value)
 
-    def structure_optional(value: object, tp: Any) -> object:
+    def optional_factory(tp: Any) -> _Hook:
         # An optional field may be absent (the generated code then uses the default
-        # and never calls this); an explicit JSON null is not schema-valid.
-        if value is None:
-            raise WireError("null is not allowed; omit the field instead")
+        # and never calls this); an explicit JSON null is not schema-valid. The inner
+        # hook is looked up once per type, not per value.
         members = tuple(arg for arg in typing.get_args(tp) if arg is not type(None))
         inner: Any = members[0] if len(members) == 1 else typing.Union[members]  # noqa: UP007
-        structured: object = conv.structure(value, inner)
-        return structured
+        inner_hook = conv.get_structure_hook(inner)
 
-    conv.register_structure_hook_func(_is_optional, structure_optional)
+        def structure_optional(value: object, _: object) -> object:
+            if value is None:
+                raise WireError("null is not allowed; omit the field instead")
+            structured: object = inner_hook(value, inner)
+            return structured
+
+        return structure_optional
+
+    conv.register_structure_hook_factory(_is_optional, optional_factory)
 
     def structure_tuple(value: object, tp: Any) -> tuple[object, ...]:
         if not isinstance(value, list):
