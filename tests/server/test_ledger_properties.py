@@ -269,9 +269,15 @@ class Harness:
             case Sweep():
                 self.engine.run(lambda tx: runtime.sweep(tx, now))
             case Retry(pick=pick):
-                if not self.sent:
+                # Only successes are replayed verbatim; a failed original is not kept,
+                # so a same-key retry of one is a fresh attempt (the spec's rule) that
+                # this harness would have to account as a new operation.
+                succeeded = [
+                    i for i, answer in enumerate(self.answers) if isinstance(answer, Reply)
+                ]
+                if not succeeded:
                     return
-                index = pick % len(self.sent)
+                index = succeeded[pick % len(succeeded)]
                 before = self.budgets()
                 again = self.run(self.sent[index], remember=False)
                 first = self.answers[index]
