@@ -55,7 +55,6 @@ from cycleguard._core._validation import list_limit_issues, reservation_id_issue
 from cycleguard._version import user_agent
 
 if TYPE_CHECKING:
-    from cycleguard._settlement import Settlement
     from collections.abc import AsyncIterator, Collection
     from datetime import datetime
     from types import TracebackType
@@ -63,6 +62,7 @@ if TYPE_CHECKING:
     from cycleguard._core._exchange import Endpoint, Query
     from cycleguard._core._http import Headers
     from cycleguard._core._json import JsonObject
+    from cycleguard._settlement import Settlement
     from cycleguard.transports import Transport
 
 T = TypeVar("T", bound=AttrsInstance)
@@ -166,7 +166,7 @@ class CyclesClient:
         retry what is pending; :meth:`aclose` drains it (bounded) before closing.
         """
         if self._settlement is None:
-            from cycleguard._settlement import Settlement  # noqa: PLC0415  # imports this module
+            from cycleguard._settlement import Settlement  # imports this module
 
             self._settlement = Settlement(self)
         return self._settlement

@@ -16,7 +16,7 @@ from cycleguard.transports.mock import MockTransport
 
 def answer(request: HttpRequest) -> HttpResponse:
     """A canned grant."""
-    return HttpResponse(200, (), b"{}" if request.method == "GET" else b"{}")
+    return HttpResponse(200, (), b"{}" if request.method else b"")
 
 
 async def spend(tokens: int) -> str:
