@@ -22,6 +22,8 @@ PUBLIC_MODULES = (
     "cycleguard.transports.aiohttp",
     "cycleguard.transports.asgi",
     "cycleguard.transports.mock",
+    "cycleguard.openai",
+    "cycleguard.anthropic",
 )
 REEXPORTING_MODULES = ("cycleguard", "cycleguard.errors", "cycleguard.transports")
 
