@@ -146,12 +146,10 @@ def test_settlement_scenarios_pass_with_their_exact_native_tests(full_run: Run) 
 def test_all_twelve_scenarios_pass(full_run: Run) -> None:
     """The durable claim holds: 12 of 12, exit code 0."""
     missing = [node for sid in LEAD_OWNED for node in NATIVE_TESTS[sid] if not node_exists(node)]
-    if missing:
-        pytest.skip(
-            "CR-CORE-003 and CR-BOUNDARY-001 are bound to lease/heartbeat/guarded-call "
-            f"tests that do not exist (any more): {', '.join(missing)}; rebind them in "
-            "conformance/recovery.py, NATIVE_TESTS"
-        )
+    assert missing == [], (
+        "CR-CORE-003 and CR-BOUNDARY-001 are bound to lease/heartbeat/guarded-call tests "
+        "that no longer exist; rebind them in conformance/recovery.py, NATIVE_TESTS"
+    )
     assert full_run.report is not None
     failures = [s for s in scenarios_of(full_run.report) if s["passed"] is not True]
     assert failures == []
