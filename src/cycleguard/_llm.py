@@ -789,7 +789,7 @@ class TextTally:
     def __init__(self, counter: TextCounter) -> None:
         self._counter = counter
         self._parts: list[str] = []
-        self.chars = 0
+        self.chars: int = 0
         self._counted = 0
 
     def add(self, text: str) -> None:
@@ -823,11 +823,11 @@ class Meter(Generic[C, P]):
     __slots__ = ("complete", "failure", "model", "stream", "tally", "usage")
 
     def __init__(self, stream: SdkStream[C], tally: TextTally) -> None:
-        self.stream = stream
-        self.tally = tally
+        self.stream: SdkStream[C] = stream
+        self.tally: TextTally = tally
         self.usage: TokenUsage | None = None
         self.model: str | None = None
-        self.complete = False
+        self.complete: bool = False
         self.failure: P | None = None
 
     def observe(self, item: C) -> None:
@@ -1015,7 +1015,7 @@ class _StreamRun(Generic[C, P]):
         self.call = call
         self.meter = meter
         self.started = started
-        self.done = False
+        self.done: bool = False
         self.latency_ms: int | None = None
         self.outcome: Result[Charge, LLMError[P]] | None = None
         self.charge: Charge | None = None

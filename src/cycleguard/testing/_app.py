@@ -91,9 +91,9 @@ class Exchange:
     __slots__ = ("item", "number", "request")
 
     def __init__(self, request: RecordedRequest, item: ScriptItem | None, number: int) -> None:
-        self.request = request
-        self.item = item
-        self.number = number
+        self.request: RecordedRequest = request
+        self.item: ScriptItem | None = item
+        self.number: int = number
 
     @property
     def body(self) -> JsonObject:

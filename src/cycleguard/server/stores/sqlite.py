@@ -155,7 +155,7 @@ class _Log:
         self.latest: dict[_Slot, int] = {}
         self.garbage: list[int] = []
         self.tombstones: list[int] = []
-        self.next_seq = 1
+        self.next_seq: int = 1
 
     def note(self, seq: int, slot: _Slot, *, tombstone: bool) -> None:
         """Entry ``seq`` is now the latest of ``slot``; the one it replaces is garbage."""
