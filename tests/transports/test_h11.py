@@ -196,15 +196,20 @@ async def test_chunked_and_close_delimited_bodies() -> None:
 
 @pytest.mark.anyio
 async def test_connection_closed_while_idle_is_not_reused() -> None:
+    server_closed = anyio.Event()
+
     async def handler(stream: ByteStream, index: int) -> None:
-        del index
         conn = h11.Connection(h11.SERVER)
         if await read_request(stream, conn) is not None:
             await stream.send(ok())  # keep-alive promised, then closed while idle
+        if index == 0:
+            await stream.aclose()
+            server_closed.set()
 
     async with serve(handler) as port, H11Transport(f"http://127.0.0.1:{port}") as transport:
         assert response_of(await transport.send(post(port))).status == 200
-        await anyio.sleep(0.1)  # let the FIN arrive
+        await server_closed.wait()
+        await anyio.sleep(0.05)  # let the client's loop see the end of stream
         assert response_of(await transport.send(post(port))).status == 200
         stats = transport.statistics()
         assert stats.connections_opened == 2
