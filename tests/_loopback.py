@@ -1,8 +1,8 @@
 """Real HTTP servers on 127.0.0.1 for tests, and the small ASGI app they serve.
 
-- :func:`serve_in_thread` runs any ASGI app under uvicorn in a background thread, on a
-  socket bound (and listening) before the thread starts, so clients can connect at
-  once: no start-up polling.
+- ``serve_in_thread`` (from :mod:`cycleguard.testing`) runs any ASGI app under uvicorn
+  in a thread, on a socket bound (and listening) before the thread starts, so clients
+  can connect at once: no start-up polling.
 - :class:`LoopbackApp` is a raw ASGI app (no framework, no asyncio calls) whose answers
   describe exactly what arrived. It runs under uvicorn and in process
   (``AsgiTransport``), on asyncio and on trio.
@@ -41,15 +41,16 @@ from typing import TYPE_CHECKING, cast, final
 
 import anyio
 import attrs
-import uvicorn
 from anyio.abc import SocketAttribute
+
+from cycleguard.testing import serve_in_thread
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Generator, Iterable, Sequence
 
     from anyio.abc import SocketStream
 
-    from cycleguard.transports.asgi import AsgiApp, AsgiMessage, AsgiReceive, AsgiScope, AsgiSend
+    from cycleguard.transports.asgi import AsgiMessage, AsgiReceive, AsgiScope, AsgiSend
 
 HOST = "127.0.0.1"
 
@@ -233,39 +234,6 @@ def _listening_socket() -> socket.socket:
     sock.bind((HOST, 0))
     sock.listen(128)
     return sock
-
-
-@contextmanager
-def serve_in_thread(app: AsgiApp) -> Generator[str]:
-    """Run ``app`` under uvicorn in a background thread; yield its base URL.
-
-    The socket listens before the thread starts, so connections made right away
-    wait in the backlog instead of being refused.
-    """
-    sock = _listening_socket()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-        http="h11",
-        ws="none",
-        loop="asyncio",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="loopback-uvicorn", daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://{HOST}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not shut down"
 
 
 @contextmanager
