@@ -228,14 +228,6 @@ class LoopbackServer:
     app: LoopbackApp
 
 
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((HOST, 0))
-    sock.listen(128)
-    return sock
-
-
 @contextmanager
 def serve_loopback() -> Generator[LoopbackServer]:
     """Serve a fresh :class:`LoopbackApp` under uvicorn; yield where and what."""
