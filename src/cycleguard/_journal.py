@@ -294,7 +294,7 @@ class Journal:
                     os.close(fd)
                 _tighten(tmp, 0o600)
                 os.replace(tmp, target)
-            except BaseException:
+            except BaseException:  # remove the temp file whatever happened, then re-raise
                 with contextlib.suppress(OSError):
                     tmp.unlink()
                 raise

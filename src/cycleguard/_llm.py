@@ -1136,7 +1136,7 @@ class GuardedStream(Generic[C, P]):
         except StopAsyncIteration:
             await run.end(None)
             raise
-        except Exception as error:
+        except Exception as error:  # the SDK's failures become values; others re-raise
             failure = self._meter.classify(error)
             if failure is None:
                 raise
@@ -1298,7 +1298,7 @@ class Guard(Generic[P]):
             started = time.monotonic()
             try:
                 response = await spec.send(capped.unwrap())
-            except Exception as error:
+            except Exception as error:  # the SDK's failures become values; others re-raise
                 failure = spec.endpoint.classify(error)
                 if failure is None:
                     raise

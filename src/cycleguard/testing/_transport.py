@@ -284,7 +284,7 @@ class AsgiStreamingTransport(httpx2.AsyncBaseTransport):
         group.start_soon(call.run, self._app, self._scope(request))
         try:
             status, headers = await call.head()
-        except BaseException:
+        except BaseException:  # stop the app task whatever happened, then re-raise
             call.abort()
             raise
         return httpx2.Response(

@@ -231,7 +231,7 @@ class AsgiTransport:
         with deadline:
             try:
                 await self._app(scope, exchange.receive, exchange.send)
-            except Exception:
+            except Exception:  # as uvicorn does: an app's crash becomes a 500, or propagates
                 if self._raise_app_exceptions:
                     raise
         result = exchange.outcome(timed_out=deadline.cancelled_caught)
