@@ -1365,7 +1365,7 @@ class Guard(Generic[P]):
             started = time.monotonic()
             try:
                 meter = await spec.open(body, TextTally(plan.counter))
-            except Exception as error:
+            except Exception as error:  # the SDK's failures become values; others re-raise
                 failure = spec.endpoint.classify(error)
                 if failure is None:
                     raise

@@ -27,18 +27,15 @@ from typing import final
 import attrs
 
 from cycleguard._core._errors import (
-    ConnectionFailed,
     CyclesError,
-    InternalError,
-    InvalidResponse,
     LimitExceeded,
     MaxExtensionsExceeded,
     NotFound,
     ReservationExpired,
     ReservationFinalized,
     TenantClosed,
-    TimedOut,
     UnknownServerError,
+    is_retryable,
 )
 
 MIN_BUDGET_MS = 1_000
@@ -177,19 +174,6 @@ def after_grant(
     return attrs.evolve(timing, zero_delay_beats=timing.zero_delay_beats + 1), Wait(0)
 
 
-def is_transient(error: CyclesError) -> bool:
-    """Extend failures worth retrying with the same key."""
-    match error:
-        case ConnectionFailed() | TimedOut() | LimitExceeded() | InternalError():
-            return True
-        case InvalidResponse(status=status):
-            return status is None or status >= 500 or 200 <= status < 300
-        case UnknownServerError(status=status):
-            return status >= 500 or status == 429
-        case _:
-            return False
-
-
 @final
 @attrs.frozen(kw_only=True)
 class RetryState:
@@ -217,7 +201,7 @@ def after_failure(
     """
     if isinstance(error, TERMINAL_ERRORS):
         return None, Stop(f"server answered {type(error).__name__}", isinstance(error, _LOST))
-    if not is_transient(error):
+    if not is_retryable(error):
         return None, Stop(f"extend rejected: {type(error).__name__}", lease_lost=False)
     lead = timing.current_lead_ms(now_ms)
     window = lead - timing.attempt_budget_ms - timing.safety_margin_ms
