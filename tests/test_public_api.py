@@ -15,6 +15,7 @@ import cycleguard
 PUBLIC_MODULES = (
     "cycleguard",
     "cycleguard.errors",
+    "cycleguard.admin",
     "cycleguard.transports",
     "cycleguard.transports.h11",
     "cycleguard.transports.httpx",
