@@ -115,6 +115,7 @@ async def test_chat_commits_the_reported_usage(
         guarded = result.unwrap()
         assert guarded.response.choices[0].message.content == "Hello, budget."
         assert guarded.charge.actual == Amount.tokens(1_200)
+        assert guarded.reserved == Amount.tokens(books.estimate())
         assert guarded.charge.source is ActualSource.USAGE
         assert guarded.charge.usage == TokenUsage(
             input_tokens=1_000,
@@ -215,6 +216,7 @@ async def test_caps_reach_streamed_requests(
             stream = opened.unwrap()
             assert (stream.decision, stream.max_steps_remaining) == (Decision.ALLOW_WITH_CAPS, 1)
             _ = [chunk async for chunk in stream]
+        assert stream.reserved == Amount.tokens(books.estimate())
         chat = fake.last_request.json
         assert (chat["max_completion_tokens"], chat["tools"]) == (32, [tool("search")])
         async with guard.open_responses_stream(

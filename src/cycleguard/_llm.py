@@ -708,6 +708,8 @@ class Guarded(Generic[T]):
     ``Response``, ``Message``, ...). ``caps`` are the grant's limits (``None``
     on a plain ``ALLOW``): they were applied to the request; read
     :attr:`cooldown_ms` and :attr:`max_steps_remaining` to pace what comes next.
+    ``reserved`` is the estimate that was held while the call ran; compare it
+    with ``charge.actual`` to see how good the estimate was.
     """
 
     response: T
@@ -715,6 +717,7 @@ class Guarded(Generic[T]):
     decision: Decision
     caps: Caps | None
     reservation_id: str
+    reserved: Amount
 
     @property
     def cooldown_ms(self) -> int | None:
@@ -1163,6 +1166,11 @@ class GuardedStream(Generic[C, P]):
         return self._run.call.lease.caps
 
     @property
+    def reserved(self) -> Amount:
+        """The estimate held while the stream runs."""
+        return self._run.call.lease.reserved
+
+    @property
     def cooldown_ms(self) -> int | None:
         """Milliseconds the grant asks to wait before the next action, if capped."""
         caps = self.caps
@@ -1338,6 +1346,7 @@ class Guard(Generic[P]):
                     decision=lease.decision,
                     caps=lease.caps,
                     reservation_id=lease.reservation_id,
+                    reserved=lease.reserved,
                 )
             )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+import anyio
 import openai
 import pytest
 
@@ -413,3 +414,21 @@ async def test_over_a_loopback_socket(fake: FakeOpenAI) -> None:
         True,
         True,
     ]
+
+
+@pytest.mark.anyio
+async def test_a_delayed_reply_keeps_the_call_in_flight(
+    fake: FakeOpenAI, client: AsyncOpenAI
+) -> None:
+    """``Reply(delay=...)`` holds the answer back: a short deadline cancels the call."""
+    fake.push(Reply(text="late", delay=30), Reply(text="prompt"))
+    with anyio.move_on_after(0.2) as waited:
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert waited.cancelled_caught
+    answer = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert answer.choices[0].message.content == "prompt"
+
+
+def test_a_negative_delay_is_refused() -> None:
+    with pytest.raises(ValueError, match="delay"):
+        Reply(delay=-1)

@@ -131,6 +131,19 @@ async def _read_body(receive: AsgiReceive) -> bytes:
     return b"".join(parts)
 
 
+async def _client_left_within(seconds: float, receive: AsgiReceive) -> bool:
+    """Hold the answer back ``seconds``; ``True`` if the client hung up meanwhile.
+
+    A server's graceful shutdown waits for its requests, so a delayed answer
+    must end as soon as nobody is waiting for it.
+    """
+    with anyio.move_on_after(seconds):
+        while (await receive()).get("type") != "http.disconnect":
+            pass
+        return True
+    return False
+
+
 def _scope_headers(scope: AsgiScope) -> Headers:
     raw = scope.get("headers") or ()
     pairs: list[tuple[str, str]] = []
@@ -279,7 +292,9 @@ class FakeProvider:
                 await self.send_error(error, exchange, respond)
             case HttpError() as error:
                 await self.send_error(error, exchange, respond)
-            case Reply():
+            case Reply(delay=delay):
+                if delay and await _client_left_within(delay, receive):
+                    return
                 await handler(exchange, respond)
 
     async def send_error(self, error: HttpError, exchange: Exchange, respond: Respond) -> None:

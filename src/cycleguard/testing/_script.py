@@ -178,6 +178,7 @@ class Reply:
         fault: Something that goes wrong part-way (see :class:`StreamFault`).
         headers: Extra response headers.
         model: The model name to report; by default the request's.
+        delay: Seconds the fake waits before it answers, to keep a call in flight.
     """
 
     text: str = "Hello from the fake."
@@ -189,6 +190,7 @@ class Reply:
     fault: StreamFault | None = None
     headers: Headers = ()
     model: str | None = None
+    delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
 
 
 @final
