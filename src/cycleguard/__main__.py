@@ -35,11 +35,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every subcommand registered."""
+    from cycleguard._demo import add_demo_command
     from cycleguard.cli import add_admin_commands
     from cycleguard.server.cli import add_serve_command
 
     parser = _Parser(prog="cycleguard", description="Typed budget guard for LLM calls.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
+    add_demo_command(commands)
     add_serve_command(commands)
     add_admin_commands(commands)
     return parser
