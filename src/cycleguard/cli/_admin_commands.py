@@ -91,15 +91,15 @@ KEY_COLUMNS = (
     ("status", "status"),
     ("expires", "expires_at"),
 )
+# Lists keep to what fits 80 columns; `show` and `--json` have every field.
 AMOUNT_COLUMNS = (
     ("allocated", "allocated"),
     ("remaining", "remaining"),
     ("reserved", "reserved"),
     ("spent", "spent"),
-    ("debt", "debt"),
 )
-BUDGET_COLUMNS = (("scope", "scope"), *AMOUNT_COLUMNS, ("status", "status"))
-BALANCE_COLUMNS = (("scope", "scope"), *AMOUNT_COLUMNS, ("over limit", "is_over_limit"))
+BUDGET_COLUMNS = (("scope", "scope"), ("unit", "unit"), *AMOUNT_COLUMNS, ("status", "status"))
+BALANCE_COLUMNS = (("scope", "scope"), ("unit", "unit"), *AMOUNT_COLUMNS, ("debt", "debt"))
 POLICY_COLUMNS = (
     ("policy", "policy_id"),
     ("name", "name"),
@@ -112,6 +112,7 @@ RESERVATION_COLUMNS = (
     ("reservation", "reservation_id"),
     ("status", "status"),
     ("scope", "scope_path"),
+    ("unit", "unit"),
     ("reserved", "reserved"),
     ("expires", "expires_at_ms"),
 )

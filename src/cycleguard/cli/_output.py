@@ -131,14 +131,35 @@ def print_record(document: JsonObject, title: str) -> None:
     _console().print(table)
 
 
+def _is_amount(value: JsonValue | None) -> bool:
+    return isinstance(value, Mapping) and set(value) == {"unit", "amount"}
+
+
+def _row_cell(row: Mapping[str, JsonValue], field: str) -> Text:
+    """A list cell: amounts as bare numbers, their unit in the row's ``unit`` column."""
+    value = row.get(field)
+    if field == "unit" and value is None:
+        value = next(
+            (v["unit"] for v in row.values() if isinstance(v, Mapping) and _is_amount(v)), None
+        )
+    if isinstance(value, Mapping) and _is_amount(value):
+        amount = value["amount"]
+        return Text(f"{amount:,}" if isinstance(amount, int) else str(amount))
+    return cell(field, value)
+
+
 def print_rows(rows: Sequence[JsonValue], columns: Columns, title: str) -> None:
-    """One row per object of ``rows``, the fields ``columns`` name."""
+    """One row per object of ``rows``, the fields ``columns`` name.
+
+    A column whose field is ``unit`` shows the row's unit (or that of its
+    amounts), and amounts show as bare numbers, so rows stay one line wide.
+    """
     table = Table(title=title, title_justify="left")
     for header, _ in columns:
         table.add_column(header, overflow="fold")
     for row in rows:
         if isinstance(row, Mapping):
-            table.add_row(*(cell(field, row.get(field)) for _, field in columns))
+            table.add_row(*(_row_cell(row, field) for _, field in columns))
     _console().print(table)
 
 
