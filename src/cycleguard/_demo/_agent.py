@@ -9,7 +9,7 @@ stop gracefully when the budget says no.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeAlias, final
+from typing import TYPE_CHECKING, Protocol, TypeAlias, final
 
 import anyio
 import attrs
@@ -19,6 +19,7 @@ from cycleguard import Amount, Caps, Decision, SignedAmount
 from cycleguard._demo._script import REQUESTED_OUTPUT_TOKENS, TASKS, messages_for
 from cycleguard.errors import BudgetExceeded
 from cycleguard.openai import (
+    Charge,
     OpenAICallError,
     ProviderConnectionFailed,
     ProviderRateLimited,
@@ -107,29 +108,37 @@ async def _remaining(cycles: CyclesClient, subject: Subject, scope: str) -> Sign
     return None
 
 
-async def _plain_call(guard: GuardedOpenAI, model: str, task: str) -> CallRecord | OpenAICallError:
+class _Grant(Protocol):
+    """What a guarded call and a guarded stream both tell about their reservation."""
+
+    @property
+    def decision(self) -> Decision: ...
+    @property
+    def caps(self) -> Caps | None: ...
+    @property
+    def reserved(self) -> Amount: ...
+
+
+@final
+@attrs.frozen(kw_only=True)
+class _Answer:
+    grant: _Grant
+    charge: Charge
+    text: str
+
+
+async def _plain_call(guard: GuardedOpenAI, model: str, task: str) -> _Answer | OpenAICallError:
     result = await guard.chat(
         model=model, messages=messages_for(task), max_completion_tokens=REQUESTED_OUTPUT_TOKENS
     )
     if not is_successful(result):
         return result.failure()
     guarded = result.unwrap()
-    return CallRecord(
-        step=0,
-        streamed=False,
-        decision=guarded.decision,
-        caps=guarded.caps,
-        reserved=guarded.reserved,
-        committed=guarded.charge.actual,
-        estimated=guarded.charge.estimated,
-        remaining=None,
-        answer=guarded.response.choices[0].message.content or "",
-    )
+    text = guarded.response.choices[0].message.content or ""
+    return _Answer(grant=guarded, charge=guarded.charge, text=text)
 
 
-async def _streamed_call(
-    guard: GuardedOpenAI, model: str, task: str
-) -> CallRecord | OpenAICallError:
+async def _streamed_call(guard: GuardedOpenAI, model: str, task: str) -> _Answer | OpenAICallError:
     async with guard.open_chat_stream(
         model=model, messages=messages_for(task), max_completion_tokens=REQUESTED_OUTPUT_TOKENS
     ) as opened:
@@ -144,17 +153,12 @@ async def _streamed_call(
         return outcome.failure()
     if charge is None:  # the loop above always ends the stream, which settles it
         raise AssertionError("a finished stream has a charge or a failure")
-    return CallRecord(
-        step=0,
-        streamed=True,
-        decision=stream.decision,
-        caps=stream.caps,
-        reserved=stream.reserved,
-        committed=charge.actual,
-        estimated=charge.estimated,
-        remaining=None,
-        answer="".join(parts),
-    )
+    return _Answer(grant=stream, charge=charge, text="".join(parts))
+
+
+def _streamed(step: int) -> bool:
+    """Every other step streams its answer."""
+    return step % 2 == 0
 
 
 def _transient(error: OpenAICallError) -> tuple[str, float] | None:
@@ -172,18 +176,18 @@ def _transient(error: OpenAICallError) -> tuple[str, float] | None:
 
 async def _run_step(
     guard: GuardedOpenAI, model: str, step: int, on_retry: OnRetry, before_call: BeforeCall | None
-) -> CallRecord | BudgetRanOut | GaveUp:
+) -> _Answer | BudgetRanOut | GaveUp:
     """One step: the call, retried on transient provider failures; the budget's no is final."""
     task = TASKS[(step - 1) % len(TASKS)]
-    call = _streamed_call if step % 2 == 0 else _plain_call
+    call = _streamed_call if _streamed(step) else _plain_call
     if before_call is not None:
         before_call(step, task)
     attempts = 0
     while True:
         attempts += 1
         outcome = await call(guard, model, task)
-        if isinstance(outcome, CallRecord):
-            return attrs.evolve(outcome, step=step)
+        if isinstance(outcome, _Answer):
+            return outcome
         match outcome:
             case BudgetExceeded():
                 return BudgetRanOut(error=outcome, step=step)
@@ -217,9 +221,20 @@ async def run_agent(
     """
     for step in range(1, max_steps + 1):
         outcome = await _run_step(guard, model, step, on_retry, before_call)
-        if not isinstance(outcome, CallRecord):
+        if not isinstance(outcome, _Answer):
             return outcome
-        remaining = await _remaining(cycles, subject, scope)
-        await on_call(attrs.evolve(outcome, remaining=remaining))
+        grant, charge = outcome.grant, outcome.charge
+        record = CallRecord(
+            step=step,
+            streamed=_streamed(step),
+            decision=grant.decision,
+            caps=grant.caps,
+            reserved=grant.reserved,
+            committed=charge.actual,
+            estimated=charge.estimated,
+            remaining=await _remaining(cycles, subject, scope),
+            answer=outcome.text,
+        )
+        await on_call(record)
         await anyio.sleep(pace)
     return StepsDone(steps=max_steps)
