@@ -79,7 +79,7 @@ __all__ = (
     "TtlOverride",
 )
 
-logger = logging.getLogger("cycleguard")
+_logger = logging.getLogger("cycleguard")
 
 # Query parameters; unset (None) ones are left out.
 _Query = Mapping[str, str | int | None]
@@ -182,10 +182,10 @@ class AdminClient:
             headers += (("Content-Type", "application/json"),)
         sent = await self._transport.send(HttpRequest(method, url, headers, payload))
         if not isinstance(sent, Success):
-            logger.debug("%s %s failed: %s", method, path, sent.failure())
+            _logger.debug("%s %s failed: %s", method, path, sent.failure())
             return Failure(sent.failure())
         response = sent.unwrap()
-        logger.debug("%s %s -> %d", method, path, response.status)
+        _logger.debug("%s %s -> %d", method, path, response.status)
         meta = _exchange.response_meta(response)
         if response.status >= 400:
             return Failure(_exchange.server_error(response, meta))
