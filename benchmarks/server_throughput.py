@@ -8,13 +8,21 @@ generator (asyncio, this process) drives every server in the same run, with 1,
 8 and 32 concurrent clients, each client on its own connection doing
 reserve -> commit in a loop.
 
+The three servers run side by side and each concurrency is measured on all of
+them back to back, so the ratios compare moments close together on a shared
+machine; ``--repeat`` runs the whole set again (fresh servers) and the
+summary takes the median of each figure and of the per-round ratios. The
+server process's CPU time per pair (from ``/proc``, where there is one) is
+less sensitive to other load than the rate.
+
 Usage::
 
-    uv run python benchmarks/server_throughput.py [--seconds 5] [--warmup 1]
+    uv run python benchmarks/server_throughput.py [--seconds 5] [--warmup 1] [--repeat 3]
 
-Prints pairs per second and p50/p99 latency of a pair (both requests) per
-server and concurrency, and the SQLite store's share of the floor's pair rate
-at 32 clients (target: at least 0.5, with p99 under 50 ms).
+Prints pairs per second, p50/p99 latency of a pair (both requests) and server
+CPU per pair, per server and concurrency, the load average, and the SQLite
+store's share of the floor's pair rate at 32 clients (target: at least 0.5,
+with p99 under 50 ms).
 """
 
 from __future__ import annotations
@@ -25,14 +33,15 @@ import json
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import aiohttp
 import uvicorn
@@ -109,9 +118,17 @@ def run_floor(port: int) -> None:
 # Servers in child processes ----------------------------------------------------------
 
 
+class Server(NamedTuple):
+    """A running server process: where it listens, its seeded key, its process id."""
+
+    base_url: str
+    secret: str | None
+    pid: int
+
+
 @contextmanager
-def server_process(argv: Sequence[str]) -> Generator[tuple[str, str | None]]:
-    """Start a server process; yield (base URL, seeded API key secret or None)."""
+def server_process(argv: Sequence[str]) -> Generator[Server]:
+    """Start a server process and wait until it serves."""
     process = subprocess.Popen(
         [sys.executable, *argv],
         stdout=subprocess.PIPE,
@@ -132,7 +149,7 @@ def server_process(argv: Sequence[str]) -> Generator[tuple[str, str | None]]:
                 break
         if not base_url:
             raise RuntimeError(f"server {argv} did not start")
-        yield base_url, secret
+        yield Server(base_url, secret, process.pid)
     finally:
         process.terminate()
         process.wait(30)
@@ -173,66 +190,139 @@ async def _client(
                 latencies.append(time.perf_counter() - started)
 
 
-async def measure(
-    base_url: str, secret: str | None, clients: int, seconds: float, warmup: float
-) -> tuple[float, float, float]:
-    """(pairs per second, p50 ms, p99 ms) over ``seconds`` after ``warmup``."""
+class Result(NamedTuple):
+    """One server at one concurrency."""
+
+    rate: float
+    """Pairs per second."""
+    p50: float
+    """Milliseconds per pair, median."""
+    p99: float
+    """Milliseconds per pair, 99th percentile."""
+    cpu: float | None
+    """Server process CPU microseconds per pair (``None`` where ``/proc`` is missing)."""
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(server: Server, clients: int, seconds: float, warmup: float) -> Result:
+    """Pairs per second, latency and server CPU over ``seconds`` after ``warmup``."""
     latencies: list[float] = []
     now = time.perf_counter()
     record_from, stop_at = now + warmup, now + warmup + seconds
-    await asyncio.gather(
-        *(_client(base_url, secret, stop_at, record_from, latencies) for _ in range(clients))
+
+    async def cpu_at_start() -> float | None:
+        await asyncio.sleep(max(0.0, record_from - time.perf_counter()))
+        return _cpu_seconds(server.pid)
+
+    started_cpu, *_ = await asyncio.gather(
+        cpu_at_start(),
+        *(
+            _client(server.base_url, server.secret, stop_at, record_from, latencies)
+            for _ in range(clients)
+        ),
     )
+    ended_cpu = _cpu_seconds(server.pid)
     ordered = sorted(latencies)
 
     def percentile(share: float) -> float:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
 
-    return len(ordered) / seconds, percentile(0.50), percentile(0.99)
+    cpu = None
+    if started_cpu is not None and ended_cpu is not None and ordered:
+        cpu = (ended_cpu - started_cpu) / len(ordered) * 1e6
+    return Result(len(ordered) / seconds, percentile(0.50), percentile(0.99), cpu)
+
+
+def _line(name: str, clients: int, result: Result) -> str:
+    cpu = "" if result.cpu is None else f"  server CPU {result.cpu:6.0f} us/pair"
+    return (
+        f"{name:<18} clients={clients:>2}  {result.rate:8.0f} pairs/s  "
+        f"p50 {result.p50:6.2f} ms  p99 {result.p99:6.2f} ms{cpu}"
+    )
+
+
+def _load() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min), {os.cpu_count()} CPUs"
+
+
+def run_round(seconds: float, warmup: float) -> dict[str, dict[int, Result]]:
+    """Start the three servers side by side; measure each concurrency on each in turn."""
+    results: dict[str, dict[int, Result]] = {}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        seed = Path(tmp) / "seed.toml"
+        seed.write_text(SEED)
+        serve = ["-m", "cycleguard", "serve", "--port", "0", "--seed", str(seed)]
+        argvs = {
+            FLOOR: [__file__, "--floor-server", "0"],
+            "cycleguard memory": [*serve, "--memory"],
+            "cycleguard sqlite": [*serve, "--db", str(Path(tmp) / "bench.db")],
+        }
+        servers = {name: stack.enter_context(server_process(argv)) for name, argv in argvs.items()}
+        for clients in CONCURRENCY:
+            for name, server in servers.items():
+                result = asyncio.run(measure(server, clients, seconds, warmup))
+                results.setdefault(name, {})[clients] = result
+                print(_line(name, clients, result), flush=True)
+    return results
+
+
+FLOOR = "starlette floor"
 
 
 def main() -> None:
-    """Run every server at every concurrency and print the table."""
+    """Run every server at every concurrency, ``--repeat`` times, and print the medians."""
     parser = argparse.ArgumentParser(description="Cycles server throughput benchmark.")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (fresh servers each)")
     parser.add_argument("--floor-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_server is not None:
         run_floor(args.floor_server)
         return
-    results: dict[str, dict[int, tuple[float, float, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        seed = Path(tmp) / "seed.toml"
-        seed.write_text(SEED)
-        serve = ["-m", "cycleguard", "serve", "--port", "0", "--seed", str(seed)]
-        servers = {
-            "starlette floor": [__file__, "--floor-server", "0"],
-            "cycleguard memory": [*serve, "--memory"],
-            "cycleguard sqlite": [*serve, "--db", str(Path(tmp) / "bench.db")],
-        }
-        for name, argv in servers.items():
-            with server_process(argv) as (base_url, secret):
-                results[name] = {}
-                for clients in CONCURRENCY:
-                    results[name][clients] = asyncio.run(
-                        measure(base_url, secret, clients, args.seconds, args.warmup)
-                    )
-                    rate, p50, p99 = results[name][clients]
-                    print(
-                        f"{name:<18} clients={clients:>2}  {rate:8.0f} pairs/s  "
-                        f"p50 {p50:6.2f} ms  p99 {p99:6.2f} ms",
-                        flush=True,
-                    )
-    floor = results["starlette floor"][32][0]
-    sqlite_rate, _, sqlite_p99 = results["cycleguard sqlite"][32]
-    memory_rate = results["cycleguard memory"][32][0]
+    print(f"start: {_load()}", flush=True)
+    rounds: list[dict[str, dict[int, Result]]] = []
+    for index in range(args.repeat):
+        print(f"round {index + 1} of {args.repeat}", flush=True)
+        rounds.append(run_round(args.seconds, args.warmup))
+    print(f"end: {_load()}")
+    print(f"\nmedian of {args.repeat} round(s):")
+    summary: dict[str, dict[int, Result]] = {}
+    for name in rounds[0]:
+        for clients in CONCURRENCY:
+            cells = [one[name][clients] for one in rounds]
+            cpus = [cell.cpu for cell in cells if cell.cpu is not None]
+            result = Result(
+                statistics.median(cell.rate for cell in cells),
+                statistics.median(cell.p50 for cell in cells),
+                statistics.median(cell.p99 for cell in cells),
+                statistics.median(cpus) if cpus else None,
+            )
+            summary.setdefault(name, {})[clients] = result
+            print(_line(name, clients, result))
+
+    def share(name: str) -> float:
+        return statistics.median(one[name][32].rate / one[FLOOR][32].rate for one in rounds)
+
+    memory_share, sqlite_share = share("cycleguard memory"), share("cycleguard sqlite")
+    sqlite_p99 = summary["cycleguard sqlite"][32].p99
     print()
     print(
-        f"at 32 clients: memory {memory_rate / floor:.2f} x floor, "
-        f"sqlite {sqlite_rate / floor:.2f} x floor"
+        f"at 32 clients (median of per-round ratios): memory {memory_share:.2f} x floor, "
+        f"sqlite {sqlite_share:.2f} x floor"
     )
-    verdict = "met" if sqlite_rate >= floor / 2 and sqlite_p99 < 50 else "NOT met"
+    verdict = "met" if sqlite_share >= 0.5 and sqlite_p99 < 50 else "NOT met"
     print(f"target (sqlite >= 0.5 x floor at 32 clients, p99 < 50 ms): {verdict}")
 
 

@@ -18,16 +18,31 @@ from tests.server._schema import response_problems, validate_response
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
 pytestmark = pytest.mark.anyio
 
 
+class _PassThrough:
+    """A middleware that changes nothing, so the app serves every route through Starlette."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+@pytest.mark.parametrize("routing", ["direct", "starlette"])
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_reserve_commit_and_sweep_in_process(kind: str, tmp_path: Path) -> None:
+async def test_reserve_commit_and_sweep_in_process(kind: str, routing: str, tmp_path: Path) -> None:
     clock = ManualClock()
     open_store = memory_store if kind == "memory" else partial(sqlite_store, tmp_path / "c.db")
     server = CyclesServer(
         open_store=open_store, clock=clock, admin_key=ADMIN_KEY, sweep_interval=None
     )
+    if routing == "starlette":
+        server.app.add_middleware(_PassThrough)
     async with (
         server.running(),
         httpx.AsyncClient(
@@ -48,7 +63,12 @@ async def test_reserve_commit_and_sweep_in_process(kind: str, tmp_path: Path) ->
         await api.budget(allocated=100)
         rid = await api.hold(40, ttl_ms=1_000, grace_period_ms=0)
         committed = await api.hold(10)
-        assert (await api.commit(committed, 10)).status_code == 200
+        answer = await api.commit(committed, 10, key="c1")
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.headers["x-cycles-tenant"] == "acme"
+        assert len(answer.headers["x-request-id"]) == len(answer.headers["x-cycles-trace-id"]) == 32
+        assert (await api.commit(committed, 10, key="c1")).content == answer.content
         clock.advance(1_001)
         report = await server.sweep_once()
         assert (report.expired, report.purged) == (1, 0)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cycleguard._core._models import (
     Action,
@@ -34,7 +36,7 @@ from cycleguard.server.records import (
     TtlOverride,
 )
 from cycleguard.server.stores import Store, Tx, decode_record, encode_record, kind_of
-from cycleguard.server.stores.memory import memory_store
+from cycleguard.server.stores.memory import MemoryEngine, memory_store
 from cycleguard.server.stores.sqlite import sqlite_store
 
 StoreFactory = Callable[[Path], AbstractAsyncContextManager[Store]]
@@ -222,6 +224,45 @@ async def test_due_returns_records_in_due_order_up_to_the_limit(
         assert [r.reservation_id for r in due] == ["early", "late"]
         first = await store.atomic(lambda tx: tx.due(ReservationRecord, 1_000, 1))
         assert [r.reservation_id for r in first] == ["early"]
+
+
+_Step = tuple[int, int | None, int, int]
+"""(reservation number, its due time or None to delete it, until_ms, limit)."""
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 8),
+            st.none() | st.integers(0, 30),
+            st.integers(0, 30),
+            st.integers(1, 4),
+        ),
+        max_size=120,
+    )
+)
+def test_due_agrees_with_a_full_scan_as_records_change(steps: list[_Step]) -> None:
+    engine = MemoryEngine()
+    for number, due_at, until_ms, limit in steps:
+        key = f"r{number}"
+
+        def step(tx: Tx, key: str = key, due_at: int | None = due_at) -> None:
+            if due_at is None:
+                tx.delete(ReservationRecord, key)
+            else:
+                tx.put(reservation(key, due_at - 100))  # due at expiry + 100 ms grace
+
+        engine.run(step)
+
+        def read(tx: Tx, until_ms: int = until_ms, limit: int = limit) -> tuple[list[str], ...]:
+            due = [r.reservation_id for r in tx.due(ReservationRecord, until_ms, limit)]
+            every = [(r.due_index, r.reservation_id) for r in tx.scan(ReservationRecord)]
+            expected = sorted((d, k) for d, k in every if d is not None and d <= until_ms)
+            return due, [k for _, k in expected[:limit]]
+
+        got, expected = engine.run(read)[0]
+        assert got == expected
 
 
 @pytest.mark.anyio

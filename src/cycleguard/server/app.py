@@ -6,15 +6,24 @@ store that authenticates the caller and performs the operation. Every
 response carries ``X-Request-Id`` and ``X-Cycles-Trace-Id``; refusals use the
 protocol's error envelope. The app runs on asyncio or trio (anyio only),
 under uvicorn or in-process through an ASGI transport.
+
+The runtime plane's POST endpoints (decide, reserve, commit, release, extend,
+events) carry the load, so the app answers them straight from the ASGI
+call, without Starlette's middleware, routing, ``Request`` and ``Response``
+(about a tenth of a request's cost). Their handlers take the few headers and
+the body they read, so the same handler also serves the Starlette route,
+which takes over when that shortcut does not apply: a path that needs
+Starlette's routing (a ``root_path``, a 404, a 405) or an app given
+middleware with ``add_middleware``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
-import uuid
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeVar, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
 from starlette.applications import Starlette
@@ -65,19 +74,23 @@ from cycleguard.server.http import (
     decode_body,
     decode_request,
     invalid,
+    raw_response,
+    read_body,
     render,
     request_context,
+    runtime_headers,
 )
 from cycleguard.server.queries import parse_balance_query, parse_reservation_query
 from cycleguard.server.records import Rejection, Reply, rejection
 from cycleguard.server.stores import StoreFailedError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
     from contextlib import AbstractAsyncContextManager
 
     from starlette.requests import Request
     from starlette.responses import Response
+    from starlette.types import Receive, Scope, Send
 
     from cycleguard._core._validation import Request as ProtocolRequest
     from cycleguard.server.stores import Store, Tx
@@ -90,10 +103,19 @@ T = TypeVar("T")
 P = TypeVar("P", bound="ProtocolRequest")
 A = TypeVar("A", bound="AdminRequest")
 Outcome = Reply | Rejection
+if TYPE_CHECKING:
+    _RuntimePost = Callable[[Mapping[str, str], bytes, str], Awaitable[Outcome]]
+    """A runtime POST handler: (headers by lower-case name, body, reservation id or "")."""
+
+_RESERVATIONS = "/v1/reservations/"
 
 
 def _ids() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as ``str(uuid.uuid4())`` writes it, without building a UUID."""
+    value = int.from_bytes(os.urandom(16), "big")
+    value = value & ~(0xF000 << 64) & ~(0xC000 << 48) | (0x4000 << 64) | (0x8000 << 48)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @final
@@ -121,7 +143,18 @@ class CyclesServer:
         self._sweep_interval = sweep_interval
         self._new_id = new_id
         self._store: Store | None = None
-        self.app: Starlette = Starlette(
+        self._posts: dict[str, _RuntimePost] = {
+            "/v1/decide": self.decide,
+            "/v1/reservations": self.create_reservation,
+            "/v1/events": self.create_event,
+        }
+        self._settlements: dict[str, _RuntimePost] = {
+            "commit": self.commit,
+            "release": self.release,
+            "extend": self.extend,
+        }
+        self.app: Starlette = _App(
+            self._runtime_post,
             routes=self._routes(),
             lifespan=self._lifespan,
             exception_handlers={HTTPException: self._http_exception},
@@ -139,14 +172,19 @@ class CyclesServer:
     @asynccontextmanager
     async def running(self) -> AsyncGenerator[CyclesServer]:
         """Open the store and run the sweeper for the ``async with`` block."""
-        async with self._open_store() as store, anyio.create_task_group() as group:
+        async with self._open_store() as store:
             self._store = store
-            if self._sweep_interval is not None:
-                group.start_soon(self._sweep_forever, self._sweep_interval)
             try:
-                yield self
+                # The sweeper has stopped before the store goes: a sweep already due when
+                # the block ends still finds the store.
+                async with anyio.create_task_group() as group:
+                    if self._sweep_interval is not None:
+                        group.start_soon(self._sweep_forever, self._sweep_interval)
+                    try:
+                        yield self
+                    finally:
+                        group.cancel_scope.cancel()
             finally:
-                group.cancel_scope.cancel()
                 self._store = None
 
     @asynccontextmanager
@@ -178,15 +216,47 @@ class CyclesServer:
 
     async def _respond(self, request: Request, work: Callable[[Tx], Outcome]) -> Response:
         context = request_context(request.headers)
+        outcome = await self._run(work, f"{request.method} {request.url.path}")
+        return render(outcome, context)
+
+    async def _run(self, work: Callable[[Tx], Outcome], where: str) -> Outcome:
+        """Run ``work`` on the store; a failure is answered with the error envelope."""
         try:
-            outcome = await self.store.atomic(work)
+            return await self.store.atomic(work)
         except StoreFailedError:
             log.exception("store failure")
-            outcome = rejection(ErrorCode.INTERNAL_ERROR, "The server's store failed")
+            return rejection(ErrorCode.INTERNAL_ERROR, "The server's store failed")
         except Exception:  # the edge answers every failure with the error envelope
-            log.exception("unexpected error handling %s %s", request.method, request.url.path)
-            outcome = rejection(ErrorCode.INTERNAL_ERROR, "Internal error")
-        return render(outcome, context)
+            log.exception("unexpected error handling %s", where)
+            return rejection(ErrorCode.INTERNAL_ERROR, "Internal error")
+
+    def _runtime_post(self, scope: Scope) -> tuple[_RuntimePost, str] | None:
+        """The runtime POST handler for an ASGI call and the reservation id in its path,
+        when the call can skip Starlette (see the module docstring)."""
+        if scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        path: str = scope["path"]
+        handler = self._posts.get(path)
+        if handler is not None:
+            return handler, ""
+        if path.startswith(_RESERVATIONS):
+            reservation_id, _, action = path[len(_RESERVATIONS) :].partition("/")
+            handler = self._settlements.get(action)
+            if handler is not None and reservation_id:
+                return handler, reservation_id
+        return None
+
+    def _post_route(self, path: str, handler: _RuntimePost) -> Route:
+        """The Starlette route of a runtime POST endpoint (when the shortcut does not apply)."""
+
+        async def endpoint(request: Request) -> Response:
+            context = request_context(request.headers)
+            reservation_id = str(request.path_params.get("reservation_id", ""))
+            return render(
+                await handler(request.headers, await request.body(), reservation_id), context
+            )
+
+        return Route(path, endpoint, methods=["POST"])
 
     async def _http_exception(self, request: Request, exc: Exception) -> Response:
         context = request_context(request.headers)
@@ -205,15 +275,15 @@ class CyclesServer:
             )
         return render(outcome, context)
 
-    def _caller(self, request: Request, *, admin: bool) -> Caller:
-        admin_key = request.headers.get("x-admin-api-key")
+    def _caller(self, headers: Mapping[str, str], *, admin: bool) -> Caller:
+        admin_key = headers.get("x-admin-api-key")
         if admin and admin_key is not None:
             if admin_key_matches(self._admin_key, admin_key):
                 return AdminCaller()
             if not self._admin_key:
                 return InvalidCaller("The admin API is disabled: no admin key is configured")
             return InvalidCaller("Invalid admin API key")
-        api_key = request.headers.get("x-cycles-api-key")
+        api_key = headers.get("x-cycles-api-key")
         if api_key:
             return KeyCaller(hash_secret(api_key))
         return NoCaller("Missing API key (X-Cycles-API-Key)")
@@ -263,25 +333,24 @@ class CyclesServer:
 
         return self._guard(caller, parsed, now, permission, tenant_only)
 
-    async def _runtime_body(self, request: Request, cls: type[P]) -> tuple[P | Rejection, str]:
+    def _runtime_body(
+        self, headers: Mapping[str, str], raw: bytes, cls: type[P]
+    ) -> tuple[P | Rejection, str]:
         """The checked body and its idempotency digest ("" when the body is refused)."""
-        decoded = decode_request(await request.body(), cls)
+        decoded = decode_request(raw, cls)
         if isinstance(decoded, Rejection):
             return decoded, ""
-        checked = check_idempotency_header(
-            request.headers.get("x-idempotency-key"), decoded.request
-        )
+        checked = check_idempotency_header(headers.get("x-idempotency-key"), decoded.request)
         return checked, decoded.digest
 
     # Runtime plane -------------------------------------------------------------------
 
-    async def decide(self, request: Request) -> Response:
+    async def decide(self, headers: Mapping[str, str], raw: bytes, _: str) -> Outcome:
         """``POST /v1/decide``."""
-        parsed, digest = await self._runtime_body(request, DecisionRequest)
+        parsed, digest = self._runtime_body(headers, raw, DecisionRequest)
         now = self._clock.now_ms()
-        caller = self._caller(request, admin=False)
-        return await self._respond(
-            request,
+        caller = self._caller(headers, admin=False)
+        return await self._run(
             self._tenant_guard(
                 caller,
                 parsed,
@@ -289,15 +358,15 @@ class CyclesServer:
                 "reservations:create",
                 lambda tx, p, body: runtime.decide(tx, p, body, digest, now),
             ),
+            "POST /v1/decide",
         )
 
-    async def create_reservation(self, request: Request) -> Response:
+    async def create_reservation(self, headers: Mapping[str, str], raw: bytes, _: str) -> Outcome:
         """``POST /v1/reservations``."""
-        parsed, digest = await self._runtime_body(request, ReservationCreateRequest)
+        parsed, digest = self._runtime_body(headers, raw, ReservationCreateRequest)
         now, new_id = self._clock.now_ms(), self._new_id()
-        caller = self._caller(request, admin=False)
-        return await self._respond(
-            request,
+        caller = self._caller(headers, admin=False)
+        return await self._run(
             self._tenant_guard(
                 caller,
                 parsed,
@@ -305,13 +374,14 @@ class CyclesServer:
                 "reservations:create",
                 lambda tx, p, body: runtime.create_reservation(tx, p, body, digest, now, new_id),
             ),
+            "POST /v1/reservations",
         )
 
     async def list_reservations(self, request: Request) -> Response:
         """``GET /v1/reservations`` (the admin key may list one tenant's)."""
         parsed = parse_reservation_query(request.query_params)
         now = self._clock.now_ms()
-        caller = self._caller(request, admin=True)
+        caller = self._caller(request.headers, admin=True)
         return await self._respond(
             request,
             self._guard(
@@ -323,16 +393,15 @@ class CyclesServer:
             ),
         )
 
-    def _reservation_id(self, request: Request) -> str | Rejection:
-        reservation_id = str(request.path_params["reservation_id"])
+    def _reservation_id(self, reservation_id: str) -> str | Rejection:
         refused = check_reservation_id(reservation_id)
         return refused if refused is not None else reservation_id
 
     async def get_reservation(self, request: Request) -> Response:
         """``GET /v1/reservations/{reservation_id}``."""
-        reservation_id = self._reservation_id(request)
+        reservation_id = self._reservation_id(str(request.path_params["reservation_id"]))
         now = self._clock.now_ms()
-        caller = self._caller(request, admin=True)
+        caller = self._caller(request.headers, admin=True)
         return await self._respond(
             request,
             self._guard(
@@ -346,15 +415,18 @@ class CyclesServer:
 
     async def _settle(
         self,
-        request: Request,
+        action: str,
+        request: tuple[Mapping[str, str], bytes, str],
         cls: type[P],
-        permission: str,
         op: Callable[[Tx, Principal, str, P, str, int], Outcome],
         *,
         admin: bool,
-    ) -> Response:
-        reservation_id = self._reservation_id(request)
-        parsed, digest = await self._runtime_body(request, cls)
+    ) -> Outcome:
+        """``action`` (``reservations:<action>`` permission) on the reservation in the path;
+        ``request`` is what the handler got."""
+        headers, raw, path_id = request
+        reservation_id = self._reservation_id(path_id)
+        parsed, digest = self._runtime_body(headers, raw, cls)
         now = self._clock.now_ms()
         both: tuple[str, P] | Rejection
         if isinstance(reservation_id, Rejection):
@@ -363,19 +435,19 @@ class CyclesServer:
             both = parsed
         else:
             both = (reservation_id, parsed)
-        caller = self._caller(request, admin=admin)
-        return await self._respond(
-            request,
+        caller = self._caller(headers, admin=admin)
+        return await self._run(
             self._guard(
                 caller,
                 both,
                 now,
-                permission,
+                f"reservations:{action}",
                 lambda tx, p, pair: op(tx, p, pair[0], pair[1], digest, now),
             ),
+            f"POST {_RESERVATIONS}{path_id}/{action}",
         )
 
-    async def commit(self, request: Request) -> Response:
+    async def commit(self, headers: Mapping[str, str], raw: bytes, rid: str) -> Outcome:
         """``POST /v1/reservations/{reservation_id}/commit``."""
 
         def op(
@@ -385,15 +457,15 @@ class CyclesServer:
                 return rejection(ErrorCode.UNAUTHORIZED, "This endpoint needs X-Cycles-API-Key")
             return runtime.commit(tx, p, rid, body, digest, now)
 
-        return await self._settle(request, CommitRequest, "reservations:commit", op, admin=False)
+        return await self._settle("commit", (headers, raw, rid), CommitRequest, op, admin=False)
 
-    async def release(self, request: Request) -> Response:
+    async def release(self, headers: Mapping[str, str], raw: bytes, rid: str) -> Outcome:
         """``POST /v1/reservations/{reservation_id}/release`` (the admin key may too)."""
         return await self._settle(
-            request, ReleaseRequest, "reservations:release", runtime.release, admin=True
+            "release", (headers, raw, rid), ReleaseRequest, runtime.release, admin=True
         )
 
-    async def extend(self, request: Request) -> Response:
+    async def extend(self, headers: Mapping[str, str], raw: bytes, rid: str) -> Outcome:
         """``POST /v1/reservations/{reservation_id}/extend``."""
 
         def op(
@@ -404,25 +476,24 @@ class CyclesServer:
             return runtime.extend(tx, p, rid, body, digest, now)
 
         return await self._settle(
-            request, ReservationExtendRequest, "reservations:extend", op, admin=False
+            "extend", (headers, raw, rid), ReservationExtendRequest, op, admin=False
         )
 
     async def balances(self, request: Request) -> Response:
         """``GET /v1/balances``."""
         parsed = parse_balance_query(request.query_params)
         now = self._clock.now_ms()
-        caller = self._caller(request, admin=False)
+        caller = self._caller(request.headers, admin=False)
         return await self._respond(
             request, self._tenant_guard(caller, parsed, now, "balances:read", runtime.balances)
         )
 
-    async def create_event(self, request: Request) -> Response:
+    async def create_event(self, headers: Mapping[str, str], raw: bytes, _: str) -> Outcome:
         """``POST /v1/events``."""
-        parsed, digest = await self._runtime_body(request, EventCreateRequest)
+        parsed, digest = self._runtime_body(headers, raw, EventCreateRequest)
         now, event_id = self._clock.now_ms(), self._new_id()
-        caller = self._caller(request, admin=False)
-        return await self._respond(
-            request,
+        caller = self._caller(headers, admin=False)
+        return await self._run(
             self._tenant_guard(
                 caller,
                 parsed,
@@ -430,12 +501,13 @@ class CyclesServer:
                 "reservations:commit",
                 lambda tx, p, body: runtime.create_event(tx, p, body, digest, now, event_id),
             ),
+            "POST /v1/events",
         )
 
     async def introspect(self, request: Request) -> Response:
         """``GET /v1/auth/introspect`` (either key)."""
         now = self._clock.now_ms()
-        caller = self._caller(request, admin=True)
+        caller = self._caller(request.headers, admin=True)
         return await self._respond(
             request,
             self._guard(caller, None, now, None, lambda tx, p, _: admin.introspect(p)),
@@ -467,7 +539,7 @@ class CyclesServer:
     ) -> Response:
         """An admin-plane call: the admin key, or (with ``permission``) a tenant key."""
         now = self._clock.now_ms()
-        caller = self._caller(request, admin=True)
+        caller = self._caller(request.headers, admin=True)
         if permission is None and not isinstance(caller, AdminCaller):
             caller = (
                 caller
@@ -639,16 +711,13 @@ class CyclesServer:
         )
 
     def _routes(self) -> list[Route]:
+        settle = "/v1/reservations/{reservation_id}/"
         return [
-            Route("/v1/decide", self.decide, methods=["POST"]),
-            Route("/v1/reservations", self.create_reservation, methods=["POST"]),
+            *(self._post_route(path, handler) for path, handler in self._posts.items()),
+            *(self._post_route(settle + name, op) for name, op in self._settlements.items()),
             Route("/v1/reservations", self.list_reservations, methods=["GET"]),
             Route("/v1/reservations/{reservation_id}", self.get_reservation, methods=["GET"]),
-            Route("/v1/reservations/{reservation_id}/commit", self.commit, methods=["POST"]),
-            Route("/v1/reservations/{reservation_id}/release", self.release, methods=["POST"]),
-            Route("/v1/reservations/{reservation_id}/extend", self.extend, methods=["POST"]),
             Route("/v1/balances", self.balances, methods=["GET"]),
-            Route("/v1/events", self.create_event, methods=["POST"]),
             Route("/v1/auth/introspect", self.introspect, methods=["GET"]),
             Route("/v1/admin/tenants", self.create_tenant, methods=["POST"]),
             Route("/v1/admin/tenants", self.list_tenants, methods=["GET"]),
@@ -668,6 +737,37 @@ class CyclesServer:
             Route("/v1/admin/policies", self.list_policies, methods=["GET"]),
             Route("/v1/admin/policies/{policy_id}", self.update_policy, methods=["PATCH"]),
         ]
+
+
+@final
+class _App(Starlette):
+    """The Starlette app, answering the runtime plane's POST endpoints directly
+    (see the module docstring)."""
+
+    def __init__(
+        self,
+        runtime_post: Callable[[Scope], tuple[_RuntimePost, str] | None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._runtime_post = runtime_post
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = (
+            self._runtime_post(scope)
+            if scope["type"] == "http" and not self.user_middleware
+            else None
+        )
+        if found is None:
+            await super().__call__(scope, receive, send)
+            return
+        handler, reservation_id = found
+        raw = await read_body(receive)
+        headers = runtime_headers(scope["headers"])
+        context = request_context(headers)
+        start, body = raw_response(await handler(headers, raw, reservation_id), context)
+        await send(start)
+        await send(body)
 
 
 def create_app(

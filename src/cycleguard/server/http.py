@@ -13,29 +13,36 @@ from typing import TYPE_CHECKING, Generic, TypeVar, cast, final
 
 import attrs
 from returns.pipeline import is_successful
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from cycleguard._core._errors import ErrorCode
 from cycleguard._core._validation import Request, reservation_id_issues, validate
 from cycleguard._core._wire import STRICT, decode, parse_json, structure
-from cycleguard.server.records import Rejection, Reply, rejection
+from cycleguard.server.records import JsonText, Rejection, Reply, rejection
 from cycleguard.server.runtime import canonical_digest
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
+
+    from starlette.types import Message, Receive
 
     from cycleguard._core._errors import ValidationIssue
     from cycleguard._core._json import JsonObject, JsonValue
 
 __all__ = (
+    "RUNTIME_HEADERS",
     "Decoded",
     "RequestContext",
     "check_idempotency_header",
     "decode_body",
     "decode_request",
     "invalid",
+    "raw_response",
+    "read_body",
     "render",
     "request_context",
+    "runtime_headers",
     "trace_id_from",
 )
 
@@ -93,12 +100,14 @@ def request_context(headers: Mapping[str, str]) -> RequestContext:
     )
 
 
-def render(outcome: Reply | Rejection, context: RequestContext) -> Response:
-    """The HTTP response for an outcome, with the correlation headers every response carries."""
-    headers = {"X-Request-Id": context.request_id, "X-Cycles-Trace-Id": context.trace_id}
+def _answer(
+    outcome: Reply | Rejection, context: RequestContext
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (with the correlation ids every response carries) and JSON body."""
+    headers = {"x-request-id": context.request_id, "x-cycles-trace-id": context.trace_id}
     if isinstance(outcome, Reply):
         if outcome.tenant is not None:
-            headers["X-Cycles-Tenant"] = outcome.tenant
+            headers["x-cycles-tenant"] = outcome.tenant
         body: JsonObject = outcome.body
         status = outcome.status
     else:
@@ -111,12 +120,58 @@ def render(outcome: Reply | Rejection, context: RequestContext) -> Response:
         if outcome.details is not None:
             envelope["details"] = outcome.details
         body, status = envelope, outcome.status
-    return Response(
-        _ENCODER.encode(body).encode("utf-8"),
-        status_code=status,
-        headers=headers,
-        media_type="application/json",
+    text = body.text if type(body) is JsonText else _ENCODER.encode(body)
+    return status, headers, text.encode("utf-8")
+
+
+def render(outcome: Reply | Rejection, context: RequestContext) -> Response:
+    """The HTTP response for an outcome, with the correlation headers every response carries."""
+    status, headers, body = _answer(outcome, context)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def raw_response(outcome: Reply | Rejection, context: RequestContext) -> tuple[Message, Message]:
+    """The ASGI messages of :func:`render`'s response (the same status, headers and body)."""
+    status, headers, body = _answer(outcome, context)
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    raw.append((b"content-length", str(len(body)).encode("latin-1")))
+    raw.append((b"content-type", b"application/json"))
+    start: Message = {"type": "http.response.start", "status": status, "headers": raw}
+    return start, {"type": "http.response.body", "body": body}
+
+
+RUNTIME_HEADERS = frozenset(
+    (
+        b"x-cycles-api-key",
+        b"x-admin-api-key",
+        b"x-idempotency-key",
+        b"traceparent",
+        b"x-cycles-trace-id",
     )
+)
+"""Every request header the runtime plane's POST endpoints read."""
+
+
+def runtime_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The :data:`RUNTIME_HEADERS` of an ASGI request, the first of each (as Starlette reads
+    them). ASGI header names are lower-case."""
+    found: dict[str, str] = {}
+    for name, value in raw:
+        if name in RUNTIME_HEADERS:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole body of an ASGI request (as Starlette's ``Request.body``)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def invalid(message: str, issues: tuple[ValidationIssue, ...] = ()) -> Rejection:

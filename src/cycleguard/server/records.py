@@ -11,8 +11,9 @@ Nothing here performs I/O.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import Protocol, TypeAlias, final
+import json
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol, TypeAlias, final
 
 import attrs
 
@@ -29,6 +30,11 @@ from cycleguard._core._models import (
 )
 from cycleguard._core._state import LeaseState
 
+if TYPE_CHECKING:
+    from collections.abc import ItemsView, KeysView, ValuesView
+
+    from cycleguard._core._json import JsonValue
+
 __all__ = (
     "RECORD_TYPES",
     "STATUS_BY_CODE",
@@ -37,6 +43,7 @@ __all__ = (
     "BudgetStatus",
     "EventRecord",
     "IdempotencyRecord",
+    "JsonText",
     "KeyHash",
     "KeyStatus",
     "PolicyRecord",
@@ -52,8 +59,67 @@ __all__ = (
     "TtlOverride",
     "budget_key",
     "idempotency_key",
+    "json_text",
     "rejection",
 )
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+@final
+class JsonText(Mapping[str, "JsonValue"]):
+    """A JSON object held as its compact encoding: the stored answers that replays send.
+
+    Stored answers stay in memory for as long as their records do, and are
+    only read again for a replay. As one string they cost the garbage
+    collector one object with one reference instead of a tree of dicts and
+    lists (full collections pause the server for time proportional to the
+    objects they scan), and they are encoded once: the response sends the
+    same text. Reading it decodes the text afresh each time.
+    """
+
+    __slots__ = ("text",)
+    text: str
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def _decoded(self) -> dict[str, JsonValue]:
+        decoded: dict[str, JsonValue] = json.loads(self.text)
+        return decoded
+
+    def __getitem__(self, key: str) -> JsonValue:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def keys(self) -> KeysView[str]:
+        return self._decoded().keys()
+
+    def items(self) -> ItemsView[str, JsonValue]:
+        return self._decoded().items()
+
+    def values(self) -> ValuesView[JsonValue]:
+        return self._decoded().values()
+
+    def __repr__(self) -> str:
+        return f"JsonText({self.text!r})"
+
+
+def json_text(body: JsonObject) -> JsonText:
+    """``body`` as :class:`JsonText` (encoded unless it already is)."""
+    if isinstance(body, JsonText):
+        return body
+    return JsonText(_ENCODER.encode(body))
+
+
+def _optional_json_text(body: JsonObject | None) -> JsonText | None:
+    return None if body is None else json_text(body)
 
 
 class TenantStatus(enum.Enum):
@@ -300,10 +366,10 @@ class ReservationRecord:
     release_reason: str | None = None
     commit_key: str | None = None
     commit_hash: str | None = None
-    commit_response: JsonObject | None = None
+    commit_response: JsonText | None = attrs.field(default=None, converter=_optional_json_text)
     release_key: str | None = None
     release_hash: str | None = None
-    release_response: JsonObject | None = None
+    release_response: JsonText | None = attrs.field(default=None, converter=_optional_json_text)
 
     @property
     def store_key(self) -> str:
@@ -343,7 +409,7 @@ class IdempotencyRecord:
     endpoint: str
     key: str
     payload_hash: str
-    response: JsonObject
+    response: JsonText = attrs.field(converter=json_text)
     status_code: int
     created_at_ms: int
     expires_at_ms: int

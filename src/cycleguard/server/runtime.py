@@ -65,6 +65,7 @@ from cycleguard.server.records import (
     Budget,
     EventRecord,
     IdempotencyRecord,
+    JsonText,
     PolicyRecord,
     Rejection,
     Reply,
@@ -73,6 +74,7 @@ from cycleguard.server.records import (
     TenantStatus,
     budget_key,
     idempotency_key,
+    json_text,
     rejection,
 )
 
@@ -115,6 +117,7 @@ def canonical_digest(body: Mapping[str, object]) -> str:
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def payload_hash(request: object) -> str:
@@ -183,37 +186,48 @@ def _remember(
     keep_ms: int,
     reservation_id: str | None = None,
 ) -> Reply:
+    """Store ``reply`` as the answer to replay; it is answered as stored (:class:`JsonText`)."""
+    body = json_text(reply.body)
     tx.put(
         IdempotencyRecord(
             tenant_id=tenant_id,
             endpoint=endpoint,
             key=key,
             payload_hash=digest,
-            response=reply.body,
+            response=body,
             status_code=reply.status,
             created_at_ms=now_ms,
             expires_at_ms=now_ms + keep_ms,
             reservation_id=reservation_id,
         )
     )
-    return reply
+    return Reply(status=reply.status, body=body, tenant=reply.tenant)
 
 
 def _with_remaining_ttl(body: JsonObject, active: bool, now_ms: int) -> JsonObject:
-    expires = body.get("expires_at_ms")
+    fields = dict(body.items())
+    expires = fields.get("expires_at_ms")
     if not isinstance(expires, int):
         return body
-    return {**body, "remaining_ttl_ms": max(0, expires - now_ms) if active else 0}
+    fields["remaining_ttl_ms"] = max(0, expires - now_ms) if active else 0
+    return fields
 
 
-def _budgets_at(tx: Tx, scopes: Sequence[str]) -> dict[str, Budget]:
-    found: dict[str, Budget] = {}
-    for scope in scopes:
-        for unit in Unit:
-            budget = tx.get(Budget, budget_key(scope, unit))
-            if budget is not None:
-                found[budget.store_key] = budget
-    return found
+def _budgets_at(tx: Tx, scopes: Sequence[str], unit: Unit) -> dict[str, Budget]:
+    """What :func:`ledger.locate` needs: the budgets in ``unit`` at ``scopes`` or, when
+    there are none, those in every unit (which tell a wrong unit from no budget)."""
+    units: tuple[Unit, ...] = (unit,)
+    while True:
+        found: dict[str, Budget] = {}
+        for scope in scopes:
+            for wanted in units:
+                key = budget_key(scope, wanted)
+                budget = tx.get(Budget, key)
+                if budget is not None:
+                    found[key] = budget
+        if found or len(units) > 1:
+            return found
+        units = tuple(Unit)
 
 
 def _reservation_budgets(tx: Tx, reservation: ReservationRecord) -> tuple[Budget, ...]:
@@ -230,11 +244,13 @@ def _put_all(tx: Tx, budgets: Sequence[Budget]) -> None:
         tx.put(budget)
 
 
-def _with_balances(response: object, budgets: Sequence[Budget]) -> dict[str, JsonValue]:
-    """The wire form of ``response`` with ``budgets`` as its ``balances``."""
+def _with_balances(response: object, budgets: Sequence[Budget]) -> JsonText:
+    """The wire form of ``response`` with ``budgets`` as its ``balances``, encoded."""
     body: dict[str, JsonValue] = to_wire(response)
-    body["balances"] = [ledger.balance_wire(budget) for budget in budgets]
-    return body
+    body.pop("balances", None)
+    head = _COMPACT.encode(body)[:-1]
+    balances = ",".join([ledger.balance_json(budget) for budget in budgets])
+    return JsonText(f'{head}{"," if body else ""}"balances":[{balances}]}}')
 
 
 def _reason(code: str) -> ReasonCode | UnknownReasonCode:
@@ -287,7 +303,7 @@ def _evaluate(
         )
         reason = TENANT_SUSPENDED
     else:
-        located = ledger.locate(scopes, amount.unit, _budgets_at(tx, scopes))
+        located = ledger.locate(scopes, amount.unit, _budgets_at(tx, scopes, amount.unit))
         if isinstance(located, Rejection):
             if located.error != ErrorCode.NOT_FOUND.value:
                 return located
@@ -369,7 +385,7 @@ def create_reservation(
     if isinstance(prior, Rejection):
         return prior
     if prior is not None:
-        body = prior.response
+        body: JsonObject = prior.response
         if prior.reservation_id is not None:
             held = tx.get(ReservationRecord, prior.reservation_id)
             active = held is not None and ledger.effective_state(held, now_ms) is LeaseState.ACTIVE
@@ -786,7 +802,7 @@ def create_event(
         return _tenant_closed(tenant_id)
     scopes = affected_scopes(request.subject)
     actual = request.actual
-    located = ledger.locate(scopes, actual.unit, _budgets_at(tx, scopes))
+    located = ledger.locate(scopes, actual.unit, _budgets_at(tx, scopes, actual.unit))
     if isinstance(located, Rejection):
         return located
     closed = ledger.check_open(located)

@@ -16,15 +16,17 @@ memory and run the function exactly once.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from returns.pipeline import is_successful
 
-from cycleguard._core._wire import LENIENT, structure, to_wire
-from cycleguard.server.records import RECORD_TYPES, Record, StoredRecord
+from cycleguard._core._wire import LENIENT, structure
+from cycleguard.server.records import RECORD_TYPES, JsonText, Record, StoredRecord, json_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from cycleguard._core._json import JsonObject
 
 __all__ = (
     "RECORD_BY_KIND",
@@ -91,9 +93,32 @@ def kind_of(record: StoredRecord) -> str:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
+def _structure_json_text(value: object, _: object) -> JsonText:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+    return json_text(cast("JsonObject", value))
+
+
+# Records go through the codec's tolerant reader. Only records hold JsonText, and
+# only this module (un)structures records, so teaching the shared converter about
+# it here changes nothing else it reads or writes. A JsonText is kept as it is
+# and spliced into the record's JSON as the object it encodes.
+LENIENT.register_unstructure_hook(JsonText, lambda value: value)
+LENIENT.register_structure_hook(JsonText, _structure_json_text)
+
+
 def encode_record(record: StoredRecord) -> str:
     """A record as compact JSON text."""
-    return _ENCODER.encode(to_wire(record))
+    wire: dict[str, object] = LENIENT.unstructure(record)
+    spliced = [name for name, value in wire.items() if type(value) is JsonText]
+    if not spliced:
+        return _ENCODER.encode(wire)
+    texts = [
+        f",{_ENCODER.encode(name)}:{cast('JsonText', wire.pop(name)).text}" for name in spliced
+    ]
+    head = _ENCODER.encode(wire)
+    # head is never "{}": every record has fields besides its stored answers.
+    return head[:-1] + "".join(texts) + "}"
 
 
 def decode_record(kind: str, text: str) -> Record:

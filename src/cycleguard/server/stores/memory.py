@@ -5,19 +5,22 @@ and due time. A transaction reads through an overlay of its own writes; the
 overlay is applied only when the function returns, so a function that raises
 changes nothing. Functions run synchronously on the event loop, with no
 ``await`` between their reads and writes, which is what makes them atomic.
+
+The due-time index is a heap, so the sweeper's look for what is due costs
+what it finds, not the number of records: idempotency records are all due
+(a day later), and the sweeper looks every second.
 """
 
 from __future__ import annotations
 
+import heapq
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeVar, final
-
-import attrs
+from typing import TYPE_CHECKING, NamedTuple, TypeVar, final
 
 from cycleguard.server.records import StoredRecord
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable
+    from collections.abc import AsyncGenerator, Callable, Container
 
     from cycleguard.server.stores import Tx
 
@@ -27,9 +30,7 @@ R = TypeVar("R", bound=StoredRecord)
 T = TypeVar("T")
 
 
-@final
-@attrs.frozen
-class Write:
+class Write(NamedTuple):
     """One change a transaction made: ``record`` is ``None`` for a delete."""
 
     kind: type[StoredRecord]
@@ -39,14 +40,20 @@ class Write:
 
 @final
 class _Table:
-    """The records of one type and their tenant and due-time indexes."""
+    """The records of one type and their tenant and due-time indexes.
 
-    __slots__ = ("by_tenant", "due", "rows")
+    ``due`` holds each due record's time; ``heap`` orders (time, key) entries
+    for :meth:`due_entries`. An entry whose time is no longer the record's is
+    stale and skipped; the heap is rebuilt once stale entries outnumber live ones.
+    """
+
+    __slots__ = ("by_tenant", "due", "heap", "rows")
 
     def __init__(self) -> None:
         self.rows: dict[str, StoredRecord] = {}
         self.by_tenant: dict[str, set[str]] = {}
         self.due: dict[str, int] = {}
+        self.heap: list[tuple[int, str]] = []
 
     def remove(self, key: str) -> None:
         """Drop the record under ``key`` (if any) and its index entries."""
@@ -70,6 +77,28 @@ class _Table:
         due = record.due_index
         if due is not None:
             self.due[key] = due
+            heapq.heappush(self.heap, (due, key))
+            if len(self.heap) > 2 * len(self.due) + 64:
+                self.heap = [(when, due_key) for due_key, when in self.due.items()]
+                heapq.heapify(self.heap)
+
+    def due_entries(self, until_ms: int, limit: int, skip: Container[str]) -> list[tuple[int, str]]:
+        """Up to ``limit`` (time, key) of records due by ``until_ms``, earliest first,
+        leaving out the keys in ``skip``. Walks the heap only where it is due."""
+        heap, due = self.heap, self.due
+        found: list[tuple[int, str]] = []
+        taken: set[str] = set()
+        frontier = [(heap[0], 0)] if heap and heap[0][0] <= until_ms else []
+        while frontier and len(found) < limit:
+            entry, index = heapq.heappop(frontier)
+            when, key = entry
+            if due.get(key) == when and key not in skip and key not in taken:
+                taken.add(key)
+                found.append(entry)
+            for child in (2 * index + 1, 2 * index + 2):
+                if child < len(heap) and heap[child][0] <= until_ms:
+                    heapq.heappush(frontier, (heap[child], child))
+        return found
 
 
 @final
@@ -77,13 +106,14 @@ class MemoryEngine:
     """Indexed records in memory, changed only through :meth:`run` or :meth:`load`."""
 
     def __init__(self) -> None:
-        self._tables: dict[type[StoredRecord], _Table] = {}
+        self.tables: dict[type[StoredRecord], _Table] = {}
+        """The tables by record type (transactions read them directly)."""
 
     def table(self, kind: type[StoredRecord]) -> _Table:
         """The table of one record type (created on first use)."""
-        table = self._tables.get(kind)
+        table = self.tables.get(kind)
         if table is None:
-            table = self._tables[kind] = _Table()
+            table = self.tables[kind] = _Table()
         return table
 
     def load(self, record: StoredRecord) -> None:
@@ -92,7 +122,7 @@ class MemoryEngine:
 
     def size(self) -> int:
         """How many records are held, over every type."""
-        return sum(len(table.rows) for table in self._tables.values())
+        return sum(len(table.rows) for table in self.tables.values())
 
     def run(self, fn: Callable[[Tx], T]) -> tuple[T, list[Write]]:
         """Run ``fn`` in a transaction; apply and return its writes if it returns."""
@@ -108,6 +138,10 @@ class MemoryEngine:
         return result, writes
 
 
+_UNWRITTEN: object = object()
+"""What a transaction's overlay holds for a record it has not written."""
+
+
 @final
 class _EngineTx:
     __slots__ = ("_engine", "_overlay")
@@ -117,10 +151,10 @@ class _EngineTx:
         self._overlay: dict[tuple[type[StoredRecord], str], StoredRecord | None] = {}
 
     def get(self, kind: type[R], key: str) -> R | None:
-        slot = (kind, key)
-        record = (
-            self._overlay[slot] if slot in self._overlay else self._engine.table(kind).rows.get(key)
-        )
+        record = self._overlay.get((kind, key), _UNWRITTEN)
+        if record is _UNWRITTEN:
+            table = self._engine.tables.get(kind)
+            record = table.rows.get(key) if table is not None else None
         return record if isinstance(record, kind) else None
 
     def put(self, record: StoredRecord) -> None:
@@ -145,10 +179,9 @@ class _EngineTx:
 
     def due(self, kind: type[R], until_ms: int, limit: int) -> list[R]:
         table = self._engine.table(kind)
-        keys = {key for key, due in table.due.items() if due <= until_ms}
-        keys |= self._overlay_keys(kind)
+        written = self._overlay_keys(kind)
         found: list[tuple[int, str, R]] = []
-        for key in keys:
+        for key in [key for _, key in table.due_entries(until_ms, limit, written)] + [*written]:
             record = self.get(kind, key)
             if record is None:
                 continue

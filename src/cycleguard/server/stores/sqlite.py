@@ -8,9 +8,11 @@ writes has committed, so an acknowledged change survives ``kill -9``; a
 request's writes share one SQLite transaction, so none is half-applied.
 
 Writes handed over while the writer is busy are committed together in one
-SQLite transaction (group commit), in the order they were made. A read-only
-transaction waits for writes already handed over, so it never reports state
-that is not yet durable.
+SQLite transaction (group commit), in the order they were made. When several
+of them change the same record, only the last version is encoded and
+appended: the batch commits as a whole, so no earlier version could ever be
+the one a restart reads. A read-only transaction waits for writes already
+handed over, so it never reports state that is not yet durable.
 
 On disk the records are an append-only log: each write appends the record's
 new JSON under a new sequence number, and the latest entry per key wins (a
@@ -59,7 +61,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable
 
     from anyio.abc import TaskGroup
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from cycleguard.server.records import StoredRecord
 
 __all__ = ("CHECKPOINT_EVERY_ROWS", "SqliteStore", "sqlite_store")
 
@@ -83,7 +86,6 @@ _MIN_COLLECT = 64
 _Slot = tuple[str, str]
 _Row = tuple[int, str, str, str | None]
 """(seq, kind, key, encoded record), or (seq, kind, key, None) for a delete."""
-_Batch = tuple[list[_Row], anyio.Event]
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -208,6 +210,17 @@ def _append(connection: sqlite3.Connection, rows: list[_Row], doomed: list[tuple
 
 
 @final
+class _Batch:
+    """Writes handed to the writer, in order, and the event set once they are on disk."""
+
+    __slots__ = ("done", "writes")
+
+    def __init__(self) -> None:
+        self.writes: list[Write] = []
+        self.done = anyio.Event()
+
+
+@final
 class SqliteStore:
     """A durable store in one SQLite file; see the module docstring."""
 
@@ -217,13 +230,14 @@ class SqliteStore:
         checkpointer: sqlite3.Connection,
         engine: MemoryEngine,
         log: _Log,
-        send: MemoryObjectSendStream[_Batch],
     ) -> None:
         self._connection = connection
         self._checkpointer = checkpointer
         self._engine = engine
         self._log = log
-        self._send = send
+        self._next: _Batch | None = None
+        self._wake = anyio.Event()
+        self._closing = False
         self._last: anyio.Event | None = None
         self._failure: BaseException | None = None
         self._since_checkpoint = 0
@@ -232,12 +246,17 @@ class SqliteStore:
     async def atomic(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` against the mirror; return once its writes are committed to disk."""
         self._raise_if_failed()
+        if self._closing:
+            raise StoreFailedError("the SQLite store is closed")
         result, writes = self._engine.run(fn)
         if writes:
-            done = anyio.Event()
-            self._last = done
-            self._send.send_nowait((self._rows(writes), done))
-            await done.wait()
+            batch = self._next
+            if batch is None:
+                batch = self._next = _Batch()
+                self._wake.set()
+            batch.writes.extend(writes)
+            self._last = batch.done
+            await batch.done.wait()
             self._raise_if_failed()
         elif self._last is not None and not self._last.is_set():
             await self._last.wait()
@@ -245,14 +264,15 @@ class SqliteStore:
         return result
 
     def _rows(self, writes: list[Write]) -> list[_Row]:
-        rows: list[_Row] = []
+        """The log entries for a batch: the last version of each record it changed."""
+        latest: dict[_Slot, StoredRecord | None] = {}
         for write in writes:
+            latest[(write.kind.__name__, write.key)] = write.record
+        rows: list[_Row] = []
+        for slot, record in latest.items():
             seq = self._log.next_seq
-            kind = write.kind.__name__
-            tombstone = write.record is None
-            self._log.note(seq, (kind, write.key), tombstone=tombstone)
-            body = None if write.record is None else encode_record(write.record)
-            rows.append((seq, kind, write.key, body))
+            self._log.note(seq, slot, tombstone=record is None)
+            rows.append((seq, *slot, None if record is None else encode_record(record)))
         return rows
 
     def _raise_if_failed(self) -> None:
@@ -261,32 +281,37 @@ class SqliteStore:
                 "the SQLite store failed to commit; restart the server"
             ) from self._failure
 
-    async def run_writer(
-        self, receive: MemoryObjectReceiveStream[_Batch], group: TaskGroup
-    ) -> None:
-        """Commit handed-over writes in batches until the send side closes."""
-        async with receive:
-            async for first in receive:
-                batch = [first]
-                while True:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
-                rows = [row for item_rows, _ in batch for row in item_rows]
-                if self._failure is None:
-                    doomed = self._log.collectable(max(_MIN_COLLECT, 2 * len(rows)))
-                    try:
-                        _append(self._connection, rows, doomed)
-                    except (sqlite3.Error, OSError, ValueError) as error:
-                        self._failure = error
-                for _, done in batch:
-                    done.set()
-                self._since_checkpoint += len(rows)
-                if self._since_checkpoint >= CHECKPOINT_EVERY_ROWS and not self._checkpointing:
-                    self._since_checkpoint = 0
-                    self._checkpointing = True
-                    group.start_soon(self._checkpoint_in_background)
+    def close(self) -> None:
+        """Let the writer commit what it has been handed, then stop."""
+        self._closing = True
+        self._wake.set()
+
+    async def run_writer(self, group: TaskGroup) -> None:
+        """Commit handed-over writes, a batch at a time, until :meth:`close`."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            batch, self._next = self._next, None
+            if batch is not None:
+                self._commit(batch, group)
+            if self._closing and self._next is None:
+                return
+
+    def _commit(self, batch: _Batch, group: TaskGroup) -> None:
+        rows: list[_Row] = []
+        if self._failure is None:
+            try:
+                rows = self._rows(batch.writes)
+                doomed = self._log.collectable(max(_MIN_COLLECT, 2 * len(rows)))
+                _append(self._connection, rows, doomed)
+            except (sqlite3.Error, OSError, ValueError, TypeError) as error:
+                self._failure = error
+        batch.done.set()
+        self._since_checkpoint += len(rows)
+        if self._since_checkpoint >= CHECKPOINT_EVERY_ROWS and not self._checkpointing:
+            self._since_checkpoint = 0
+            self._checkpointing = True
+            group.start_soon(self._checkpoint_in_background)
 
     async def _checkpoint_in_background(self) -> None:
         try:
@@ -310,15 +335,13 @@ async def sqlite_store(path: str | Path) -> AsyncGenerator[SqliteStore]:
             try:
                 engine, log = MemoryEngine(), _Log()
                 await anyio.to_thread.run_sync(_load, connection, engine, log)
-                send, receive = anyio.create_memory_object_stream[_Batch](math.inf)
-                store = SqliteStore(connection, checkpointer, engine, log, send)
+                store = SqliteStore(connection, checkpointer, engine, log)
                 async with anyio.create_task_group() as group:
-                    group.start_soon(store.run_writer, receive, group)
+                    group.start_soon(store.run_writer, group)
                     try:
                         yield store
                     finally:
-                        # Closing the send side lets the writer drain what is queued and stop.
-                        send.close()
+                        store.close()
                 await anyio.to_thread.run_sync(_checkpoint, connection, "TRUNCATE")
             finally:
                 checkpointer.close()
