@@ -1,16 +1,19 @@
 """Client CPU per guarded call (reserve + commit), and memory over 10,000 calls.
 
 One run, one client process, the embedded server in another process (memory
-store). For each variant the client process's CPU time (``time.process_time``)
-is divided by the number of guarded calls; the figure is the median of
-repeated runs. Variants:
+store). For each variant the client process's CPU time (``time.process_time``,
+every thread: the journal's writer thread counts) is divided by the number of
+guarded calls; the figure is the median of repeated runs. The variants compared
+in one row run interleaved, one after the other in every round, so that load
+from elsewhere on the machine falls on all of them alike. Variants:
 
 - cycleguard ``guarded()`` on each transport (h11 default, httpx, httpx2,
-  aiohttp), settlement journal on;
+  aiohttp), settlement journal on (and, on asyncio with h11, off);
 - the floor: the same two POSTs (reserve with a fresh key, commit) sent raw
   with the same HTTP library, nothing else;
 - the official ``runcycles`` 0.5.3 SDK's ``@cycles`` decorator doing the same
-  lifecycle (asyncio only; its journal on too).
+  lifecycle (asyncio only; its journal on too), interleaved with the asyncio
+  h11 row.
 
 Then 10,000 guarded calls in one process (h11 transport, trio and asyncio):
 RSS growth after a warm-up. Targets: cycleguard <= 1.5x its floor and <= 0.5x
@@ -42,28 +45,39 @@ ACTION = Action("llm.completion", "openai:gpt-4o-mini")
 Body = Callable[[int], Awaitable[None]]
 
 
-def cpu_per_call_us(backend: str, body: Body, calls: int, repeats: int) -> float:
-    """Median over repeats of client CPU microseconds per call."""
+def cpu_per_call_us(backend: str, body: Body, calls: int) -> float:
+    """Client CPU microseconds per call, in one fresh event loop."""
 
-    def once() -> float:
-        async def main() -> float:
-            await body(max(10, calls // 10))  # warm the pool and caches
-            start = time.process_time()
-            await body(calls)
-            return (time.process_time() - start) / calls * 1e6
+    async def main() -> float:
+        await body(max(10, calls // 10))  # warm the pool and caches
+        start = time.process_time()
+        await body(calls)
+        return (time.process_time() - start) / calls * 1e6
 
-        return anyio.run(main, backend=backend)
+    return anyio.run(main, backend=backend)
 
-    return statistics.median(once() for _ in range(repeats))
+
+def interleaved(
+    backend: str, bodies: dict[str, Body], calls: int, repeats: int
+) -> dict[str, float]:
+    """Median CPU per call of each body, running every body once per round."""
+    samples: dict[str, list[float]] = {name: [] for name in bodies}
+    for _ in range(repeats):
+        for name, body in bodies.items():
+            samples[name].append(cpu_per_call_us(backend, body, calls))
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 async def _spend(_: Lease) -> Result[Spent[None], str]:
     return Success(Spent(value=None, actual=Amount.tokens(70)))
 
 
-def cycleguard_body(base_url: str, key: str, make: Callable[[], Transport]) -> Body:
+def cycleguard_body(
+    base_url: str, key: str, make: Callable[[], Transport], *, journal: bool = True
+) -> Body:
     async def body(calls: int) -> None:
         config = ClientConfig(base_url=base_url, api_key=key, subject=SUBJECT)
+        os.environ["CYCLES_JOURNAL_ENABLED"] = "true" if journal else "false"
         async with CyclesClient(config, transport=make()) as client:
             for _ in range(calls):
                 result = await guarded(client, _spend, action=ACTION, estimate=Amount.tokens(100))
@@ -213,23 +227,25 @@ def main() -> None:
             ("trio", "httpx2", Httpx2Transport, httpx_floor(base_url, key, "httpx2")),
             ("asyncio", "aiohttp", AiohttpTransport, aiohttp_floor(base_url, key)),
         ]
-        ours: dict[str, float] = {}
         for backend, library, make, floor in variants:
-            guarded_us = cpu_per_call_us(
-                backend, cycleguard_body(base_url, key, make), args.calls, args.repeats
-            )
-            floor_us = cpu_per_call_us(backend, floor, args.calls, args.repeats)
-            ours[f"{backend}/{library}"] = guarded_us
+            bodies = {"cycleguard": cycleguard_body(base_url, key, make), "floor": floor}
+            with_peer = (backend, library) == ("asyncio", "h11")
+            if with_peer:
+                bodies["journal off"] = cycleguard_body(base_url, key, make, journal=False)
+                bodies["runcycles"] = runcycles_body(base_url, key)
+            us = interleaved(backend, bodies, args.calls, args.repeats)
             print(
-                f"{backend:8s} {library:8s} {guarded_us:9.0f}us {floor_us:6.0f}us "
-                f"{guarded_us / floor_us:5.2f}x"
+                f"{backend:8s} {library:8s} {us['cycleguard']:9.0f}us {us['floor']:6.0f}us "
+                f"{us['cycleguard'] / us['floor']:5.2f}x"
             )
-        peer = cpu_per_call_us("asyncio", runcycles_body(base_url, key), args.calls, args.repeats)
-        h11 = ours["asyncio/h11"]
-        print(
-            f"runcycles 0.5.3 @cycles (asyncio, httpx): {peer:.0f}us per call; "
-            f"cycleguard h11 / runcycles = {h11 / peer:.2f}x"
-        )
+            if with_peer:
+                print(
+                    f"  journal off: {us['journal off']:.0f}us "
+                    f"({us['journal off'] / us['floor']:.2f}x the floor); "
+                    f"runcycles 0.5.3 @cycles (asyncio, httpx): {us['runcycles']:.0f}us per call; "
+                    f"cycleguard h11 / runcycles = {us['cycleguard'] / us['runcycles']:.2f}x"
+                )
+        os.environ["CYCLES_JOURNAL_ENABLED"] = "true"
         for backend in ("asyncio", "trio"):
             grown = rss_growth_kb(base_url, key, backend, args.rss_calls)
             print(

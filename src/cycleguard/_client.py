@@ -310,7 +310,10 @@ class CyclesClient:
     # Runtime endpoints -----------------------------------------------------------
 
     def _subject(self, subject: Subject | None) -> Subject:
-        return (subject or Subject()).merged_over(self._config.subject)
+        defaults = self._config.subject
+        if subject is None and defaults.dimensions is None:
+            return defaults  # what merging over an empty subject would rebuild
+        return (subject or Subject()).merged_over(defaults)
 
     async def decide(
         self,

@@ -7,8 +7,12 @@ round when they share a directory (set ``CYCLES_JOURNAL_DIR`` for both).
 
 Writes are atomic and private: a writer-unique temp file created ``0600``,
 ``fsync``, ``os.replace`` over the target, then an ``fsync`` of the directory;
-directories are tightened to ``0700``. Blocking file I/O runs in a worker
-thread (``anyio.to_thread``), never on the event loop.
+directories are made and tightened to ``0700`` on the first write. Blocking
+file I/O never runs on the event loop: one private thread per process
+(:class:`~cycleguard._worker.SerialWorker`) performs every journal's writes,
+removals and scans in the order they were asked for. Writes that queue up
+while the thread is busy share one ``fsync`` of their directory (group commit);
+none is reported durable before that ``fsync`` has returned.
 
 Journal I/O never raises. When the directory cannot be used (read-only, full,
 not a directory), one WARNING on the ``cycleguard`` logger says so for that
@@ -24,13 +28,14 @@ import importlib
 import logging
 import os
 import secrets
+import stat
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, cast, final
 
-import anyio.to_thread
 import attrs
 
 from cycleguard._core._errors import UsageError
@@ -49,6 +54,7 @@ from cycleguard._core._journal_format import (
     standard_filename,
     temp_filename,
 )
+from cycleguard._worker import SerialWorker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -59,6 +65,19 @@ logger = logging.getLogger("cycleguard")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
+
+# The journal's writer thread. ``_unsynced`` holds the directories it published
+# records in since its last batch ended; it is touched only on that thread.
+_unsynced: set[str] = set()
+
+
+def _sync_directories() -> None:
+    for directory in sorted(_unsynced):
+        _fsync_directory(directory)
+    _unsynced.clear()
+
+
+_writer = SerialWorker("cycleguard-journal", after_batch=_sync_directories)
 
 # One warning per unusable directory per process, whatever the number of
 # Journal objects or calls.
@@ -161,14 +180,14 @@ class JournalLoad:
     complete: bool = True
 
 
-def _tighten(path: Path, mode: int) -> None:
+def _tighten(path: Path | str, mode: int) -> None:
     if os.name != "posix":  # pragma: no cover - POSIX modes only
         return
     with contextlib.suppress(OSError):
-        path.chmod(mode)
+        os.chmod(path, mode)
 
 
-def _fsync_directory(directory: Path) -> None:
+def _fsync_directory(directory: Path | str) -> None:
     if os.name != "posix":  # pragma: no cover - directories cannot be opened on Windows
         return
     with contextlib.suppress(OSError):
@@ -184,6 +203,35 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+_TEMP_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _replace(directory: str, reservation_id: str, data: bytes) -> None:
+    """Write ``data`` to a private temp file, fsync it, and rename it over the record.
+
+    Plain string paths and ``os`` calls: this runs before every commit.
+    """
+    name = standard_filename(reservation_id)
+    tmp = os.path.join(directory, temp_filename(name, os.getpid(), secrets.token_hex(4)))
+    fd = os.open(tmp, _TEMP_FLAGS, 0o600)
+    try:
+        try:
+            _write_all(fd, data)
+            if os.name == "posix":  # the creation mode is subject to the umask
+                with contextlib.suppress(OSError):
+                    os.fchmod(fd, 0o600)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:  # remove the temp file whatever happened, then re-raise
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @final
@@ -215,6 +263,7 @@ class Journal:
         self._credentials: tuple[str, str | None] | None = (api_key, tenant)
         self._directory: Path | None = None
         self._lock = threading.Lock()
+        self._prepared = False  # the identity directory exists and is tightened
 
     def __repr__(self) -> str:
         return f"Journal(base={str(self._base)!r}, base_url={self._base_url!r})"
@@ -245,7 +294,7 @@ class Journal:
         """The identity directory ``<base>/<fingerprint>``."""
         if self._directory is not None:
             return self._directory
-        return await anyio.to_thread.run_sync(self.directory_sync)
+        return await _writer.run(self.directory_sync)
 
     def path_of(self, reservation_id: str) -> Path:
         """The standard path of a reservation's record (blocking on first use)."""
@@ -274,40 +323,50 @@ class Journal:
 
     # Writing --------------------------------------------------------------------
 
-    def write_sync(self, record: JournalRecord) -> bool:
-        """Atomically write ``record`` (blocking). True when it is durably on disk."""
-        try:
-            directory = self.directory_sync()
+    def _prepared_directory(self) -> str:
+        """The identity directory, made and tightened on first use (blocking)."""
+        directory = self.directory_sync()
+        if not self._prepared:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             _tighten(directory.parent, 0o700)
             _tighten(directory, 0o700)
+            self._prepared = True
+        return str(directory)
+
+    def _publish(self, record: JournalRecord) -> bool:
+        """Atomically replace the record's file; its directory is not fsync'd yet."""
+        try:
             data = encode_record(record)
-            target = directory / standard_filename(record.reservation_id)
-            tmp = directory / temp_filename(target.name, os.getpid(), secrets.token_hex(4))
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-            fd = os.open(tmp, flags, 0o600)
             try:
-                try:
-                    _write_all(fd, data)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                _tighten(tmp, 0o600)
-                os.replace(tmp, target)
-            except BaseException:  # remove the temp file whatever happened, then re-raise
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
-            _fsync_directory(directory)
+                _replace(self._prepared_directory(), record.reservation_id, data)
+            except FileNotFoundError:  # the directory was removed after it was made
+                self._prepared = False
+                _replace(self._prepared_directory(), record.reservation_id, data)
         except (OSError, ValueError) as error:
             self._unusable("write of", record.reservation_id, error)
             return False
         logger.debug("Journaled settlement %s (%s mode)", record.reservation_id, record.mode)
         return True
 
+    def _publish_in_batch(self, record: JournalRecord) -> bool:
+        published = self._publish(record)
+        if published:
+            _unsynced.add(str(self.directory_sync()))  # fsync'd when the batch ends
+        return published
+
+    def write_sync(self, record: JournalRecord) -> bool:
+        """Atomically write ``record`` (blocking). True when it is durably on disk."""
+        published = self._publish(record)
+        if published:
+            _fsync_directory(self.directory_sync())
+        return published
+
     async def write(self, record: JournalRecord) -> bool:
-        """Atomically write ``record``; True when it is durably on disk. Never raises."""
-        return await anyio.to_thread.run_sync(self.write_sync, record)
+        """Atomically write ``record``; True when it is durably on disk. Never raises.
+
+        Writes waiting at the same time share one directory ``fsync``.
+        """
+        return await _writer.run(partial(self._publish_in_batch, record))
 
     # Discarding -----------------------------------------------------------------
 
@@ -318,19 +377,36 @@ class Journal:
         ``reservation_id``: distinct ids could share a legacy name.
         """
         try:
-            directory = self.directory_sync()
-            (directory / standard_filename(reservation_id)).unlink(missing_ok=True)
-            legacy = directory / legacy_filename(reservation_id)
-            if legacy.is_file():
-                stored = decode_record(legacy.read_bytes()).value_or(None)
-                if stored is not None and stored.reservation_id == reservation_id:
-                    legacy.unlink(missing_ok=True)
+            directory = str(self.directory_sync())
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, standard_filename(reservation_id)))
+            legacy = os.path.join(directory, legacy_filename(reservation_id))
+            try:
+                if not stat.S_ISREG(os.stat(legacy).st_mode):
+                    return
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            stored = decode_record(Path(legacy).read_bytes()).value_or(None)
+            if stored is not None and stored.reservation_id == reservation_id:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(legacy)
         except OSError as error:
             self._unusable("removal of", reservation_id, error)
 
     async def discard(self, reservation_id: str) -> None:
         """Remove a settled reservation's record. Never raises."""
-        await anyio.to_thread.run_sync(self.discard_sync, reservation_id)
+        await _writer.run(partial(self.discard_sync, reservation_id))
+
+    def discard_soon(self, reservation_id: str) -> None:
+        """Have the journal's thread remove a settled reservation's record; do not wait.
+
+        The removal runs with the thread's next batch (before any write, scan
+        or drain this process asks for afterwards) or within about a second.
+        Until then another process sees the record, and after a crash it is
+        replayed: a commit replayed with its idempotency key is answered
+        idempotently (or as already finalized), so it is never charged twice.
+        """
+        _writer.post(partial(self.discard_sync, reservation_id))
 
     # Loading --------------------------------------------------------------------
 
@@ -434,4 +510,4 @@ class Journal:
 
     async def load(self) -> JournalLoad:
         """Scan the identity directory (see :meth:`load_sync`). Never raises."""
-        return await anyio.to_thread.run_sync(self.load_sync)
+        return await _writer.run(self.load_sync)

@@ -40,7 +40,7 @@ from cycleguard._core._models import (
 )
 from cycleguard._core._result import and_then
 from cycleguard._core._state import LeaseEvent, LeaseState, can_transition, next_state
-from cycleguard._heartbeat import HeartbeatCallback, HeartbeatStopped, run_heartbeat
+from cycleguard._heartbeat import HeartbeatCallback, HeartbeatStopped, start_heartbeat
 from cycleguard._settlement import (
     Committed,
     Pending,
@@ -104,7 +104,8 @@ class Lease:
         self._expires_at_ms = reservation.expires_at_ms
         self._lost: LeaseLost | None = None
         self._heartbeat_stop: HeartbeatStopped | None = None
-        self._finalizing = anyio.Lock()
+        # Uncontended, acquiring checks for cancellation without yielding to the loop.
+        self._finalizing = anyio.Lock(fast_acquire=True)
         self._release_key = new_idempotency_key()
         self._commit_key = new_idempotency_key()
 
@@ -219,6 +220,7 @@ class Lease:
                     request=request,
                     subject=self.subject,
                     action=self.action,
+                    wait_for_removal=False,
                 )
             )
             match outcome:
@@ -402,6 +404,7 @@ async def open_reservation(
     raised: BaseException | None = None
     try:
         async with anyio.create_task_group() as heartbeat_group:
+            stop_heartbeat: Callable[[], None] | None = None
             if heartbeat:
                 timeouts = client.config.timeouts.total
                 timing, plan = after_grant(
@@ -413,19 +416,16 @@ async def open_reservation(
                     expires_at_ms=reservation.expires_at_ms,
                     remaining_ttl_ms=reservation.remaining_ttl_ms,
                 )
-
-                async def beat() -> None:
-                    await run_heartbeat(
-                        client, lease, timing, plan, clock=clock, on_event=on_heartbeat
-                    )
-
-                heartbeat_group.start_soon(beat)
+                stop_heartbeat = start_heartbeat(
+                    heartbeat_group, client, lease, timing, plan, clock=clock, on_event=on_heartbeat
+                )
             try:
                 yield Success(lease)
             except BaseException as error:  # noqa: BLE001  # re-raised below, never turned into a value
                 raised = error
             finally:
-                heartbeat_group.cancel_scope.cancel()
+                if stop_heartbeat is not None:
+                    stop_heartbeat()
     finally:
         # Runs even when closing the task group re-raises a pending cancellation.
         await lease.release_if_active(_exit_reason(raised), time_limit=cleanup_timeout)

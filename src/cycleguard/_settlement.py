@@ -114,7 +114,11 @@ def system_time_ms() -> int:
 @final
 @attrs.frozen
 class Committed:
-    """The commit was applied: a schema-valid HTTP 200. The record is removed."""
+    """The commit was applied: a schema-valid HTTP 200. The record is removed.
+
+    (Removed by the time :meth:`Settlement.commit` returns, unless it was called
+    with ``wait_for_removal=False``: then in the journal's thread moments later.)
+    """
 
     response: CommitResponse
 
@@ -300,6 +304,7 @@ class _Work:
     commit: CommitRequest | None
     event: EventCreateRequest | None
     journaled: bool
+    wait_for_removal: bool = True
 
 
 def _prefixed(prefix: str, issues: Iterable[ValidationIssue]) -> tuple[ValidationIssue, ...]:
@@ -419,6 +424,7 @@ class Settlement:
         request: CommitRequest,
         subject: Subject,
         action: Action,
+        wait_for_removal: bool = True,
     ) -> SettlementOutcome:
         """Settle a reservation's known actual spend.
 
@@ -433,6 +439,13 @@ class Settlement:
             request: The commit body, with its idempotency key.
             subject: The reservation's subject.
             action: The reservation's action.
+            wait_for_removal: Whether a ``Committed`` outcome waits until the
+                record is removed from disk. ``False`` (what leases and
+                ``guarded`` use) leaves the removal to the journal's thread,
+                which does it with its next batch (before any later write,
+                scan or drain of this process) or within about a second; a
+                crash in between only replays the commit with its idempotency
+                key, which is never charged twice.
 
         Returns:
             :class:`Committed`, :class:`RecoveredViaEvent`, :class:`Pending`
@@ -481,7 +494,13 @@ class Settlement:
             event=event,
             now_ms=self._now(),
         )
-        work = _Work(record=record, commit=request, event=event, journaled=False)
+        work = _Work(
+            record=record,
+            commit=request,
+            event=event,
+            journaled=False,
+            wait_for_removal=wait_for_removal,
+        )
         # Known from now on: if this call is cancelled, the sweeper and drain still see it.
         self._unresolved[reservation_id] = work
         async with self._tracking(reservation_id):
@@ -608,9 +627,13 @@ class Settlement:
             return False
         return await self._journal.write(record)
 
-    async def _discard(self, reservation_id: str) -> None:
-        if self._journal is not None:
+    async def _discard(self, reservation_id: str, *, wait: bool = True) -> None:
+        if self._journal is None:
+            return
+        if wait:
             await self._journal.discard(reservation_id)
+        else:
+            self._journal.discard_soon(reservation_id)
 
     # One pass over everything unresolved ----------------------------------------------
 
@@ -775,7 +798,7 @@ class Settlement:
             answer = await self._attempt(work)
             match answer:
                 case CommitResponse():
-                    await self._discard(rid)
+                    await self._discard(rid, wait=work.wait_for_removal)
                     logger.info("Committed %s (attempt %d)", rid, retries + 1)
                     return Committed(answer)
                 case EventCreateResponse():

@@ -167,7 +167,9 @@ def after_grant(
     )
     delay = _next_delay(timing)
     if delay > 0:
-        return attrs.evolve(timing, zero_delay_beats=0), Wait(delay)
+        if timing.zero_delay_beats:
+            timing = attrs.evolve(timing, zero_delay_beats=0)
+        return timing, Wait(delay)
     if previous is not None and timing.zero_delay_beats >= 1:
         return timing, Stop("the lease cannot cover another extend attempt", lease_lost=False)
     # One immediate fresh extend is allowed; a second zero delay in a row stops.

@@ -242,7 +242,11 @@ def encode_record(record: JournalRecord) -> bytes:
         "recorded_at_ms": record.recorded_at_ms,
         "not_before_ms": record.not_before_ms,
     }
-    return json.dumps(document, allow_nan=False).encode("utf-8")
+    return _RECORD_ENCODER.encode(document).encode("utf-8")
+
+
+# ``json.dumps`` with an option builds an encoder per call; this one has the same settings.
+_RECORD_ENCODER = json.JSONEncoder(allow_nan=False)
 
 
 def _reject_constant(name: str) -> object:

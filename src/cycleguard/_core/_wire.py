@@ -32,7 +32,6 @@ from cycleguard._core._models import (
     UnknownReasonCode,
     UnknownReservationStatus,
 )
-from cycleguard._core._result import and_then
 
 if typing.TYPE_CHECKING:
     import enum
@@ -75,27 +74,42 @@ def _json_object(value: object, _: object) -> JsonObject:
     return typing.cast("JsonObject", value)
 
 
-def _amount(value: object, _: object, *, strict: bool = False) -> Amount:
-    unit, amount = _unit_and_int(value, strict=strict)
-    if amount < 0:
-        raise WireError(f"amount {amount} is negative")
-    return Amount(unit, amount)
+def _amount_hook(*, strict: bool) -> Callable[[object, object], Amount]:
+    def structure_amount(value: object, _: object) -> Amount:
+        unit, amount = _unit_and_int(value, strict=strict)
+        if amount < 0:
+            raise WireError(f"amount {amount} is negative")
+        return Amount(unit, amount)
+
+    return structure_amount
 
 
-def _signed_amount(value: object, _: object, *, strict: bool = False) -> SignedAmount:
-    unit, amount = _unit_and_int(value, strict=strict)
-    return SignedAmount(unit, amount)
+def _signed_amount_hook(*, strict: bool) -> Callable[[object, object], SignedAmount]:
+    def structure_signed_amount(value: object, _: object) -> SignedAmount:
+        unit, amount = _unit_and_int(value, strict=strict)
+        return SignedAmount(unit, amount)
+
+    return structure_signed_amount
+
+
+_UNITS: dict[object, Unit] = {unit.value: unit for unit in Unit}
+_AMOUNT_KEYS = frozenset({"unit", "amount"})
 
 
 def _unit_and_int(value: object, *, strict: bool = False) -> tuple[Unit, int]:
     if not isinstance(value, dict):
         raise WireError("expected an amount object")
     fields = typing.cast("dict[str, object]", value)
-    extra = set(fields) - {"unit", "amount"}
-    if strict and extra:
-        raise WireError(f"extra fields found ({', '.join(sorted(extra))})")
+    if strict:
+        extra = fields.keys() - _AMOUNT_KEYS
+        if extra:
+            raise WireError(f"extra fields found ({', '.join(sorted(extra))})")
     try:
-        unit = Unit(_strict_str(fields["unit"], None))
+        raw_unit = fields["unit"]
+        # A dict lookup, not Unit(...): amounts are the most frequent value on the wire.
+        unit = _UNITS.get(raw_unit) if type(raw_unit) is str else None
+        if unit is None:
+            unit = Unit(_strict_str(raw_unit, None))  # raises, naming what is wrong
         amount = _strict_int(fields["amount"], None)
     except KeyError as missing:
         raise WireError(f"amount lacks {missing}") from None
@@ -165,13 +179,13 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
     conv.register_structure_hook(bool, _strict_bool)
     # Amount objects are read by hand, so the strict reader checks their keys itself.
     strict = forbid_extra_keys
-    conv.register_structure_hook(Amount, lambda v, tp: _amount(v, tp, strict=strict))
+    conv.register_structure_hook(Amount, _amount_hook(strict=strict))
     # ``meta`` is never read from the wire: the decoder puts the exchange's own
     # ResponseMeta there, and anything a server sent under that name is dropped.
     conv.register_structure_hook(
         ResponseMeta, lambda value, _: value if isinstance(value, ResponseMeta) else None
     )
-    conv.register_structure_hook(SignedAmount, lambda v, tp: _signed_amount(v, tp, strict=strict))
+    conv.register_structure_hook(SignedAmount, _signed_amount_hook(strict=strict))
     conv.register_structure_hook_func(lambda tp: tp == JsonObject, _json_object)
 
     for known, unknown in (
@@ -199,13 +213,19 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
 
     conv.register_structure_hook_factory(_is_optional, optional_factory)
 
-    def structure_tuple(value: object, tp: Any) -> tuple[object, ...]:
-        if not isinstance(value, list):
-            raise WireError(f"expected an array, got {type(value).__name__}")
+    def tuple_factory(tp: Any) -> _Hook:
         item_type = typing.get_args(tp)[0]
-        return tuple(conv.structure(item, item_type) for item in typing.cast("list[object]", value))
+        item_hook = conv.get_structure_hook(item_type)  # looked up once per type
 
-    conv.register_structure_hook_func(_is_homogeneous_tuple, structure_tuple)
+        def structure_tuple(value: object, _: object) -> tuple[object, ...]:
+            if not isinstance(value, list):
+                raise WireError(f"expected an array, got {type(value).__name__}")
+            items = typing.cast("list[object]", value)
+            return tuple([item_hook(item, item_type) for item in items])
+
+        return structure_tuple
+
+    conv.register_structure_hook_factory(_is_homogeneous_tuple, tuple_factory)
 
     def structure_str_mapping(value: object, _: object) -> Mapping[str, str]:
         if not isinstance(value, dict):
@@ -265,12 +285,16 @@ def describe(error: BaseException) -> str:
     return str(error)
 
 
+def _not_json(error: ValueError) -> str:
+    return f"body is not JSON: {error}"
+
+
 def parse_json(body: bytes) -> Result[object, str]:
     """Parse bytes as JSON, as a value; never raises."""
     try:
         return Success(json.loads(body))
-    except (ValueError, UnicodeDecodeError) as error:
-        return Failure(f"body is not JSON: {error}")
+    except ValueError as error:  # UnicodeDecodeError included
+        return Failure(_not_json(error))
 
 
 def structure(
@@ -303,6 +327,8 @@ def decode(
     meta: ResponseMeta | None = None,
 ) -> Result[T, str]:
     """Parse and structure ``body`` into ``cls``; never raises."""
-    return and_then(
-        parse_json(body), lambda data: structure(data, cls, converter=converter, meta=meta)
-    )
+    try:
+        data: object = json.loads(body)
+    except ValueError as error:  # UnicodeDecodeError included
+        return Failure(_not_json(error))
+    return structure(data, cls, converter=converter, meta=meta)
