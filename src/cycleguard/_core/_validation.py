@@ -155,12 +155,16 @@ def metrics_issues(metrics: StandardMetrics | None, field: str = "metrics") -> _
     yield from json_object_issues(f"{field}.custom", metrics.custom)
 
 
+# ``json.dumps`` with an option builds an encoder per call; this one has the same settings.
+_JSON_CHECK = json.JSONEncoder(allow_nan=False)
+
+
 def json_object_issues(field: str, value: JsonObject | None) -> _Issues:
     """Free-form objects must be JSON-serialisable with string keys."""
     if value is None:
         return
     try:
-        json.dumps(value, allow_nan=False)
+        _JSON_CHECK.encode(value)
     except (TypeError, ValueError) as error:
         yield ValidationIssue(field, f"is not JSON-serialisable: {error}")
 
