@@ -195,6 +195,7 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
         conv.register_structure_hook_func(_is_union_of(known, unknown), _open_enum(known, unknown))
         conv.register_unstructure_hook(unknown, lambda u: u.value)
 
+    # cattrs hands hook factories the annotation itself, which is typed as Any.
     def optional_factory(tp: Any) -> _Hook:
         # An optional field may be absent (the generated code then uses the default
         # and never calls this); an explicit JSON null is not schema-valid. The inner

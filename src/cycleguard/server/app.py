@@ -23,7 +23,7 @@ import logging
 import os
 import secrets
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar, final
+from typing import TYPE_CHECKING, TypeVar, final
 
 import anyio
 from starlette.applications import Starlette
@@ -85,12 +85,13 @@ from cycleguard.server.records import Rejection, Reply, rejection
 from cycleguard.server.stores import StoreFailedError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from starlette.requests import Request
     from starlette.responses import Response
-    from starlette.types import Receive, Scope, Send
+    from starlette.routing import BaseRoute
+    from starlette.types import ExceptionHandler, Lifespan, Receive, Scope, Send
 
     from cycleguard._core._validation import Request as ProtocolRequest
     from cycleguard.server.stores import Store, Tx
@@ -747,9 +748,12 @@ class _App(Starlette):
     def __init__(
         self,
         runtime_post: Callable[[Scope], tuple[_RuntimePost, str] | None],
-        **kwargs: Any,
+        *,
+        routes: Sequence[BaseRoute],
+        lifespan: Lifespan[Starlette],
+        exception_handlers: Mapping[type[Exception], ExceptionHandler],
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
         self._runtime_post = runtime_post
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
