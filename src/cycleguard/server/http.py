@@ -6,9 +6,8 @@ Everything here is synchronous and free of I/O; the Starlette handlers in
 
 from __future__ import annotations
 
-import json
+import os
 import re
-import secrets
 from typing import TYPE_CHECKING, Generic, TypeVar, cast, final
 
 import attrs
@@ -19,7 +18,7 @@ from starlette.responses import Response
 from cycleguard._core._errors import ErrorCode
 from cycleguard._core._validation import Request, reservation_id_issues, validate
 from cycleguard._core._wire import STRICT, decode, parse_json, structure
-from cycleguard.server.records import JsonText, Rejection, Reply, rejection
+from cycleguard.server.records import JsonText, Rejection, Reply, compact_json, rejection
 from cycleguard.server.runtime import canonical_digest
 
 if TYPE_CHECKING:
@@ -53,7 +52,6 @@ _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 @final
@@ -65,9 +63,14 @@ class RequestContext:
     trace_id: str
 
 
+def _random_id() -> str:
+    """32 random hex digits, as ``secrets.token_hex(16)`` makes them (without its layers)."""
+    return os.urandom(16).hex()
+
+
 def _new_trace_id() -> str:
     while True:
-        trace_id = secrets.token_hex(16)
+        trace_id = _random_id()
         if trace_id != _ZERO_TRACE:
             return trace_id
 
@@ -95,7 +98,7 @@ def trace_id_from(traceparent: str | None, flat: str | None) -> str:
 def request_context(headers: Mapping[str, str]) -> RequestContext:
     """The correlation ids of a request with these (case-insensitive) headers."""
     return RequestContext(
-        request_id=secrets.token_hex(16),
+        request_id=_random_id(),
         trace_id=trace_id_from(headers.get("traceparent"), headers.get("x-cycles-trace-id")),
     )
 
@@ -120,7 +123,7 @@ def _answer(
         if outcome.details is not None:
             envelope["details"] = outcome.details
         body, status = envelope, outcome.status
-    text = body.text if type(body) is JsonText else _ENCODER.encode(body)
+    text = body.text if type(body) is JsonText else compact_json(body)
     return status, headers, text.encode("utf-8")
 
 

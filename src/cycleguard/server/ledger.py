@@ -17,7 +17,7 @@ then any scope whose remaining does not cover the amount. This makes
 from __future__ import annotations
 
 import enum
-import json
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -192,7 +192,7 @@ class Settlement:
 
 def _fits(budget: Budget) -> bool:
     values = (budget.allocated, budget.remaining, budget.reserved, budget.spent, budget.debt)
-    return all(MIN_INT64 <= value <= MAX_INT64 for value in values)
+    return min(values) >= MIN_INT64 and max(values) <= MAX_INT64
 
 
 def _overflow(budgets: Iterable[Budget]) -> Rejection | None:
@@ -598,10 +598,6 @@ def fund(
 # Views ----------------------------------------------------------------------
 
 
-_STRING = json.JSONEncoder(ensure_ascii=False)
-"""Encodes one JSON string literal (quoted and escaped)."""
-
-
 def balance_json(budget: Budget) -> str:
     """:func:`to_balance` already encoded: the compact JSON of ``to_wire(to_balance(budget))``.
 
@@ -612,8 +608,8 @@ def balance_json(budget: Budget) -> str:
     unit = budget.unit.value
     over_limit = ',"is_over_limit":true' if budget.is_over_limit else ""
     return (
-        f'{{"scope":{_STRING.encode(leaf_segment(budget.scope))},'
-        f'"scope_path":{_STRING.encode(budget.scope)},'
+        f'{{"scope":{encode_basestring(leaf_segment(budget.scope))},'
+        f'"scope_path":{encode_basestring(budget.scope)},'
         f'"remaining":{{"unit":"{unit}","amount":{budget.remaining}}},'
         f'"reserved":{{"unit":"{unit}","amount":{budget.reserved}}},'
         f'"spent":{{"unit":"{unit}","amount":{budget.spent}}},'

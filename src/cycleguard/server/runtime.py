@@ -16,7 +16,6 @@ Only successes are remembered.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import TYPE_CHECKING, final
 
 import attrs
@@ -73,6 +72,8 @@ from cycleguard.server.records import (
     Tenant,
     TenantStatus,
     budget_key,
+    canonical_json,
+    compact_json,
     idempotency_key,
     json_text,
     rejection,
@@ -113,11 +114,7 @@ def canonical_digest(body: Mapping[str, object]) -> str:
     """
     if body.get("dry_run") is False:
         body = {name: value for name, value in body.items() if name != "dry_run"}
-    return hashlib.sha256(_CANONICAL.encode(body).encode("utf-8")).hexdigest()
-
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
 def payload_hash(request: object) -> str:
@@ -248,7 +245,7 @@ def _with_balances(response: object, budgets: Sequence[Budget]) -> JsonText:
     """The wire form of ``response`` with ``budgets`` as its ``balances``, encoded."""
     body: dict[str, JsonValue] = to_wire(response)
     body.pop("balances", None)
-    head = _COMPACT.encode(body)[:-1]
+    head = compact_json(body)[:-1]
     balances = ",".join([ledger.balance_json(budget) for budget in budgets])
     return JsonText(f'{head}{"," if body else ""}"balances":[{balances}]}}')
 

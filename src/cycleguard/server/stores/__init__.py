@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 from returns.pipeline import is_successful
 
 from cycleguard._core._wire import LENIENT, structure
-from cycleguard.server.records import RECORD_TYPES, JsonText, Record, StoredRecord, json_text
+from cycleguard.server.records import (
+    RECORD_TYPES,
+    JsonText,
+    Record,
+    StoredRecord,
+    compact_json,
+    json_text,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -90,9 +97,6 @@ def kind_of(record: StoredRecord) -> str:
     return type(record).__name__
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
 def _structure_json_text(value: object, _: object) -> JsonText:
     if not isinstance(value, dict):
         raise TypeError(f"expected a JSON object, got {type(value).__name__}")
@@ -112,11 +116,9 @@ def encode_record(record: StoredRecord) -> str:
     wire: dict[str, object] = LENIENT.unstructure(record)
     spliced = [name for name, value in wire.items() if type(value) is JsonText]
     if not spliced:
-        return _ENCODER.encode(wire)
-    texts = [
-        f",{_ENCODER.encode(name)}:{cast('JsonText', wire.pop(name)).text}" for name in spliced
-    ]
-    head = _ENCODER.encode(wire)
+        return compact_json(wire)
+    texts = [f",{compact_json(name)}:{cast('JsonText', wire.pop(name)).text}" for name in spliced]
+    head = compact_json(wire)
     # head is never "{}": every record has fields besides its stored answers.
     return head[:-1] + "".join(texts) + "}"
 

@@ -73,7 +73,10 @@ class _Table:
         self.rows[key] = record
         tenant = record.tenant_index
         if tenant is not None:
-            self.by_tenant.setdefault(tenant, set()).add(key)
+            keys = self.by_tenant.get(tenant)
+            if keys is None:
+                keys = self.by_tenant[tenant] = set()
+            keys.add(key)
         due = record.due_index
         if due is not None:
             self.due[key] = due
