@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httpx
 import pytest
 
 from cycleguard.server.app import CyclesServer
 from cycleguard.server.clock import ManualClock
+from cycleguard.server.records import RESERVATION_RETENTION_MS
 from cycleguard.server.stores.memory import memory_store
 from cycleguard.server.stores.sqlite import sqlite_store
-from tests.server._api import ADMIN, ADMIN_KEY, Api, json_of
+from tests.server._api import ADMIN, ADMIN_KEY, Api, Json, json_of
 from tests.server._schema import response_problems, validate_response
 
 if TYPE_CHECKING:
@@ -75,6 +76,74 @@ async def test_reserve_commit_and_sweep_in_process(kind: str, routing: str, tmp_
         row = await api.balance()
         assert (row["remaining"], row["reserved"], row["spent"]) == (90, 0, 10)
         assert (await api.get(rid)).status_code == 410
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_finished_reservations_are_removed_when_their_retention_ends(
+    kind: str, tmp_path: Path
+) -> None:
+    """Committed, released and expired reservations stay readable for the retention
+    period, then the sweeper removes them (for good: SQLite restarts without them);
+    the budget keeps what they spent, and an active reservation is not removed."""
+    clock = ManualClock()
+    open_store = memory_store if kind == "memory" else partial(sqlite_store, tmp_path / "c.db")
+    secret = ""
+    rids: list[str] = []
+    restarts = ("after restart",) if kind == "sqlite" else ()  # a memory store starts empty
+    for attempt in ("first run", *restarts):
+        server = CyclesServer(
+            open_store=open_store, clock=clock, admin_key=ADMIN_KEY, sweep_interval=None
+        )
+        async with (
+            server.running(),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=server.app),
+                base_url="http://cycles.test",
+                event_hooks={"response": [validate_response]},
+            ) as http,
+        ):
+            if attempt == "first run":
+                await http.post(
+                    "/v1/admin/tenants", json={"tenant_id": "acme", "name": "Acme"}, headers=ADMIN
+                )
+                created = await http.post(
+                    "/v1/admin/api-keys", json={"tenant_id": "acme", "name": "k"}, headers=ADMIN
+                )
+                secret = str(json_of(created)["key_secret"])
+            api = Api(http=http, clock=clock, tenant_id="acme", secret=secret)
+            if attempt == "after restart":
+                for rid in rids:
+                    assert (await api.get(rid)).status_code == 404
+                row = await api.balance()
+                assert (row["remaining"], row["reserved"], row["spent"]) == (70, 20, 10)
+                continue
+            await api.budget(allocated=100)
+            committed = await api.hold(10)
+            assert (await api.commit(committed, 10)).status_code == 200
+            released = await api.hold(10)
+            assert (await api.release(released)).status_code == 200
+            expired = await api.hold(10, ttl_ms=1_000, grace_period_ms=0)
+            clock.advance(1_001)
+            rids = [committed, released, expired]
+            report = await server.sweep_once()
+            assert (report.expired, report.removed) == (1, 0)
+            clock.advance(RESERVATION_RETENTION_MS - 1_001)  # retention ends for two
+            assert (await server.sweep_once()).removed == 0
+            assert (await api.get(committed)).status_code == 200
+            clock.advance(1)
+            assert (await server.sweep_once()).removed == 2
+            assert (await api.get(expired)).status_code == 410
+            clock.advance(1_000)  # it lapsed 1,000 ms after the other two finished
+            active = await api.hold(20)
+            assert (await server.sweep_once()).removed == 1
+            for rid in rids:
+                assert (await api.get(rid)).status_code == 404
+            assert (await api.get(active)).status_code == 200
+            listed = json_of(await http.get("/v1/reservations", headers=api.headers))
+            rows = cast("list[Json]", listed["reservations"])
+            assert [row["reservation_id"] for row in rows] == [active]
+            row = await api.balance()
+            assert (row["remaining"], row["reserved"], row["spent"]) == (70, 20, 10)
 
 
 def test_the_schema_helper_catches_bad_bodies() -> None:

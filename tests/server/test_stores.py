@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager, closing
 from pathlib import Path
 
 import anyio
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from cycleguard._core._models import (
 from cycleguard._core._state import LeaseState
 from cycleguard.server.records import (
     RECORD_TYPES,
+    RESERVATION_RETENTION_MS,
     ApiKeyRecord,
     Budget,
     EventRecord,
@@ -226,6 +228,15 @@ async def test_due_returns_records_in_due_order_up_to_the_limit(
         assert [r.reservation_id for r in first] == ["early"]
 
 
+def test_a_finished_reservation_is_due_for_removal_when_its_retention_ends() -> None:
+    active = reservation("r", expires_at_ms=1_000)
+    assert active.due_index == 1_100  # expiry after the 100 ms grace period
+    committed = attrs.evolve(active, state=LeaseState.COMMITTED, finalized_at_ms=400)
+    assert committed.due_index == 400 + RESERVATION_RETENTION_MS
+    expired = attrs.evolve(active, state=LeaseState.EXPIRED)
+    assert expired.due_index == 1_100 + RESERVATION_RETENTION_MS
+
+
 _Step = tuple[int, int | None, int, int]
 """(reservation number, its due time or None to delete it, until_ms, limit)."""
 
@@ -263,6 +274,8 @@ def test_due_agrees_with_a_full_scan_as_records_change(steps: list[_Step]) -> No
 
         got, expected = engine.run(read)[0]
         assert got == expected
+        heap, due = engine.table(ReservationRecord).heap, engine.table(ReservationRecord).due
+        assert not heap or due.get(heap[0][1]) == heap[0][0]  # the root sheds stale entries
 
 
 @pytest.mark.anyio

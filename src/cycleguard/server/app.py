@@ -194,7 +194,8 @@ class CyclesServer:
             yield
 
     async def sweep_once(self) -> runtime.SweepReport:
-        """Expire lapsed reservations and purge stale idempotency records, once."""
+        """Expire lapsed reservations, remove finished ones past their retention and
+        purge stale idempotency records, once."""
         now = self._clock.now_ms()
         return await self.store.atomic(lambda tx: runtime.sweep(tx, now))
 
@@ -206,10 +207,12 @@ class CyclesServer:
             except StoreFailedError:
                 log.exception("expiry sweep stopped: the store failed")
                 return
-            if report.expired or report.purged:
+            if report.expired or report.purged or report.removed:
                 log.info(
-                    "sweep expired %d reservation(s), purged %d idempotency record(s)",
+                    "sweep expired %d reservation(s), removed %d finished past retention, "
+                    "purged %d idempotency record(s)",
                     report.expired,
+                    report.removed,
                     report.purged,
                 )
 

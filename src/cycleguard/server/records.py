@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "RECORD_TYPES",
+    "RESERVATION_RETENTION_MS",
     "STATUS_BY_CODE",
     "ApiKeyRecord",
     "Budget",
@@ -378,6 +379,13 @@ class Budget:
         return None
 
 
+RESERVATION_RETENTION_MS = 30 * 24 * 3_600_000
+"""How long a finished reservation stays readable before the sweeper removes it: 30
+days after its commit or release, or after the end of its grace period if it expired
+(what the reference server keeps). Budgets keep its spend; without a limit a
+long-running server's memory and database would grow with every reservation."""
+
+
 @final
 @attrs.frozen(kw_only=True)
 class ReservationRecord:
@@ -426,10 +434,13 @@ class ReservationRecord:
 
     @property
     def due_index(self) -> int | None:
-        """An active reservation is due for expiry once its grace period ends."""
+        """An active reservation is due for expiry once its grace period ends; a
+        finished one for removal once its retention ends."""
+        lapses_at = self.expires_at_ms + self.grace_period_ms
         if self.state is LeaseState.ACTIVE:
-            return self.expires_at_ms + self.grace_period_ms
-        return None
+            return lapses_at
+        finished_at = lapses_at if self.finalized_at_ms is None else self.finalized_at_ms
+        return finished_at + RESERVATION_RETENTION_MS
 
 
 def idempotency_key(tenant_id: str, endpoint: str, key: str) -> str:

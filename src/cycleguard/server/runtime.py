@@ -866,13 +866,21 @@ class SweepReport:
 
     expired: int
     purged: int
+    """Idempotency records past their retention, removed."""
+    removed: int = 0
+    """Finished reservations past :data:`~cycleguard.server.records.RESERVATION_RETENTION_MS`,
+    removed."""
 
 
 def sweep(tx: Tx, now_ms: int, limit: int = 1_000) -> SweepReport:
-    """Expire reservations past their grace period (returning their holds) and purge
-    idempotency records past their retention."""
-    expired = 0
+    """Expire reservations past their grace period (returning their holds), remove
+    finished reservations and purge idempotency records past their retention."""
+    expired = removed = 0
     for reservation in tx.due(ReservationRecord, now_ms - 1, limit):
+        if reservation.state is not LeaseState.ACTIVE:
+            tx.delete(ReservationRecord, reservation.store_key)
+            removed += 1
+            continue
         outcome = ledger.expire(reservation, _reservation_budgets(tx, reservation), now_ms)
         if outcome is not None:
             _store_expiry(tx, outcome)
@@ -880,4 +888,4 @@ def sweep(tx: Tx, now_ms: int, limit: int = 1_000) -> SweepReport:
     stale = tx.due(IdempotencyRecord, now_ms - 1, limit)
     for record in stale:
         tx.delete(IdempotencyRecord, record.store_key)
-    return SweepReport(expired=expired, purged=len(stale))
+    return SweepReport(expired=expired, purged=len(stale), removed=removed)

@@ -44,7 +44,8 @@ class _Table:
 
     ``due`` holds each due record's time; ``heap`` orders (time, key) entries
     for :meth:`due_entries`. An entry whose time is no longer the record's is
-    stale and skipped; the heap is rebuilt once stale entries outnumber live ones.
+    stale: skipped, dropped when it reaches the root, and the heap is rebuilt
+    once stale entries outnumber live ones.
     """
 
     __slots__ = ("by_tenant", "due", "heap", "rows")
@@ -89,6 +90,11 @@ class _Table:
         """Up to ``limit`` (time, key) of records due by ``until_ms``, earliest first,
         leaving out the keys in ``skip``. Walks the heap only where it is due."""
         heap, due = self.heap, self.due
+        # An entry is stale once its record's due time changed (a reservation finished:
+        # its expiry entry gives way to its retention one) or the record went. Stale
+        # entries in the past would be walked on every sweep, so the root sheds them.
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
         found: list[tuple[int, str]] = []
         taken: set[str] = set()
         frontier = [(heap[0], 0)] if heap and heap[0][0] <= until_ms else []
