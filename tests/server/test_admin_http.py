@@ -5,16 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, cast
 
-import httpx
 import pytest
 
 from cycleguard.server.app import CyclesServer
 from cycleguard.server.stores.memory import memory_store
 from tests.server._api import ADMIN, Api, Json, amount, json_of
-from tests.server._schema import validate_response
+from tests.server._live import in_process
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    import httpx
 
     from tests.server.conftest import Live
 
@@ -402,14 +403,7 @@ async def test_introspection(api: Api, http: httpx.AsyncClient) -> None:
 async def test_without_an_admin_key_the_admin_plane_is_closed(live: Live) -> None:
     del live
     server = CyclesServer(open_store=memory_store, admin_key=None, sweep_interval=None)
-    async with (
-        server.running(),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=server.app),
-            base_url="http://cycles.test",
-            event_hooks={"response": [validate_response]},
-        ) as client,
-    ):
+    async with in_process(server) as client:
         response = await client.get("/v1/admin/tenants", headers={"X-Admin-API-Key": ""})
         assert error_of(response) == (401, "UNAUTHORIZED")
         assert "disabled" in str(json_of(response)["message"])

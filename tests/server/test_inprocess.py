@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
-import httpx
 import pytest
 
 from cycleguard.server.app import CyclesServer
@@ -14,7 +13,8 @@ from cycleguard.server.records import RESERVATION_RETENTION_MS
 from cycleguard.server.stores.memory import memory_store
 from cycleguard.server.stores.sqlite import sqlite_store
 from tests.server._api import ADMIN, ADMIN_KEY, Api, Json, json_of
-from tests.server._schema import response_problems, validate_response
+from tests.server._live import in_process
+from tests.server._schema import response_problems
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,14 +44,7 @@ async def test_reserve_commit_and_sweep_in_process(kind: str, routing: str, tmp_
     )
     if routing == "starlette":
         server.app.add_middleware(_PassThrough)
-    async with (
-        server.running(),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=server.app),
-            base_url="http://cycles.test",
-            event_hooks={"response": [validate_response]},
-        ) as http,
-    ):
+    async with in_process(server) as http:
         await http.post(
             "/v1/admin/tenants", json={"tenant_id": "acme", "name": "Acme"}, headers=ADMIN
         )
@@ -94,14 +87,7 @@ async def test_finished_reservations_are_removed_when_their_retention_ends(
         server = CyclesServer(
             open_store=open_store, clock=clock, admin_key=ADMIN_KEY, sweep_interval=None
         )
-        async with (
-            server.running(),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=server.app),
-                base_url="http://cycles.test",
-                event_hooks={"response": [validate_response]},
-            ) as http,
-        ):
+        async with in_process(server) as http:
             if attempt == "first run":
                 await http.post(
                     "/v1/admin/tenants", json={"tenant_id": "acme", "name": "Acme"}, headers=ADMIN
