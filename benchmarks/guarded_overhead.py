@@ -19,7 +19,8 @@ Then 10,000 guarded calls in one process (h11 transport, trio and asyncio):
 RSS growth after a warm-up. Targets: cycleguard <= 1.5x its floor and <= 0.5x
 runcycles per call; RSS growth < 5 MB.
 
-Run: ``uv run python benchmarks/guarded_overhead.py [--calls N] [--repeats R]``
+Run: ``uv run python -m benchmarks.guarded_overhead [--calls N] [--repeats R]`` (from the
+repository root: it imports ``benchmarks._server``)
 """
 
 from __future__ import annotations
