@@ -17,8 +17,15 @@ from starlette.responses import Response
 
 from cycleguard._core._errors import ErrorCode
 from cycleguard._core._validation import Request, reservation_id_issues, validate
-from cycleguard._core._wire import STRICT, decode, parse_json, structure
-from cycleguard.server.records import JsonText, Rejection, Reply, compact_json, rejection
+from cycleguard._core._wire import STRICT, decode, structure
+from cycleguard.server.records import (
+    JsonText,
+    Rejection,
+    Reply,
+    compact_json,
+    read_json,
+    rejection,
+)
 from cycleguard.server.runtime import canonical_digest
 
 if TYPE_CHECKING:
@@ -210,10 +217,10 @@ def decode_request(raw: bytes, cls: type[R]) -> Decoded[R] | Rejection:
     its idempotency digest is taken from the JSON as sent (:func:`canonical_digest`)."""
     if not raw.strip():
         return invalid("Request body is empty; a JSON object is required")
-    parsed = parse_json(raw)
-    if not is_successful(parsed):
-        return invalid(f"Invalid request body: {parsed.failure()}")
-    data = parsed.unwrap()
+    try:
+        data = read_json(raw)
+    except ValueError as error:  # orjson.JSONDecodeError and UnicodeDecodeError included
+        return invalid(f"Invalid request body: body is not JSON: {error}")
     if not isinstance(data, dict):
         return invalid(f"Invalid request body: expected a JSON object, got {type(data).__name__}")
     body = cast("dict[str, object]", data)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import enum
 import json
 import json.encoder
+import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Protocol, TypeAlias, final
 
 import attrs
+import orjson
 
 from cycleguard._core._errors import ErrorCode
 from cycleguard._core._json import JsonObject
@@ -65,6 +68,7 @@ __all__ = (
     "compact_json",
     "idempotency_key",
     "json_text",
+    "read_json",
     "rejection",
 )
 
@@ -72,13 +76,12 @@ __all__ = (
 _MakeEncoder: TypeAlias = Callable[..., Callable[[object, int], Iterable[str]]]
 
 
-def _json_encoder(*, sort_keys: bool) -> Callable[[object], str]:
+def _stdlib_encoder(*, sort_keys: bool) -> Callable[[object], str]:
     """``JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=...).encode``.
 
-    ``JSONEncoder.encode`` builds a new C encoder on every call, which costs a
-    third of encoding one of the server's small objects; this one is built
-    once. What the server encodes (parsed JSON, records, answers) is never
-    circular, so it skips the circular check, as a reused C encoder must.
+    ``JSONEncoder.encode`` builds a new C encoder on every call; this one is
+    built once. What the server encodes (parsed JSON, records, answers) is
+    never circular, so it skips the circular check, as a reused C encoder must.
     """
     fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
     # What JSONEncoder.iterencode itself uses, when the interpreter has it.
@@ -103,12 +106,86 @@ def _json_encoder(*, sort_keys: bool) -> Callable[[object], str]:
     return encode
 
 
+def _json_encoder(*, sort_keys: bool) -> Callable[[object], str]:
+    """Compact JSON text, written by orjson (about eight times faster than the stdlib's
+    C encoder on the server's records, a large share of a request's time).
+
+    For everything the server encodes, orjson writes the same text as the stdlib
+    encoder built with ``separators=(",", ":"), ensure_ascii=False``, except that
+    some floats are written in another form of the same number (``0.00001`` for
+    ``1e-05``, ``1e-7`` for ``1e-07``). What orjson refuses (integers beyond
+    64 bits, lone surrogates: only in JSON read by :func:`read_json`'s fallback)
+    the stdlib encoder writes, so nothing encodable is refused.
+    """
+    stdlib = _stdlib_encoder(sort_keys=sort_keys)
+    option = orjson.OPT_SORT_KEYS if sort_keys else 0
+    dumps = orjson.dumps
+
+    def encode(value: object) -> str:
+        try:
+            return dumps(value, option=option).decode()
+        except orjson.JSONEncodeError:
+            return stdlib(value)
+
+    return encode
+
+
 compact_json: Callable[[object], str] = _json_encoder(sort_keys=False)
-"""Compact JSON text of a JSON-ready value (as ``JSONEncoder(separators=(",", ":"),
-ensure_ascii=False).encode`` writes it)."""
+"""Compact JSON text of a JSON-ready value (keys in their order, no insignificant
+space, non-ASCII text as is).
+
+>>> compact_json({"b": [1, None, True], "a": "é\\n"})
+'{"b":[1,null,true],"a":"é\\\\n"}'
+"""
 
 canonical_json: Callable[[object], str] = _json_encoder(sort_keys=True)
-""":func:`compact_json` with sorted keys."""
+""":func:`compact_json` with sorted keys.
+
+>>> canonical_json({"b": 1, "a": {"d": 2.5, "c": 1e-05}})
+'{"a":{"c":0.00001,"d":2.5},"b":1}'
+"""
+
+_LONG_NUMBER = re.compile(rb"[0-9]{20}")
+"""Twenty digits in a row: maybe an integer beyond 64 bits, which orjson would read
+as a float (silently losing digits); the stdlib reads those exactly."""
+
+
+def _no_constants(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number {text} is out of range")
+    return number
+
+
+def read_json(raw: bytes) -> object:
+    """Parse UTF-8 JSON as the server accepts it; raises ``ValueError`` if it is not JSON.
+
+    Strict JSON, by orjson's rules: no ``NaN`` or ``Infinity``, no number too
+    large for a float, no byte-order mark, no unpaired surrogate escape. Text
+    holding twenty digits in a row is read by the stdlib parser instead, so that
+    integers of any size arrive exact (and are then refused where they are out of
+    range); it refuses the same constants and numbers, and reads an unpaired
+    surrogate escape as the lone surrogate.
+
+    >>> read_json(b'{"amount": 123456789012345678901234}')
+    {'amount': 123456789012345678901234}
+    >>> for text in (b'{"x": NaN}', b'{"x": 1e400}', b'{"x": NaN, "n": 123456789012345678901}'):
+    ...     try:
+    ...         read_json(text)
+    ...     except ValueError:
+    ...         print("refused")
+    refused
+    refused
+    refused
+    """
+    if _LONG_NUMBER.search(raw) is None:
+        return orjson.loads(raw)
+    text = raw.decode("utf-8")
+    return json.loads(text, parse_constant=_no_constants, parse_float=_finite)
 
 
 @final
