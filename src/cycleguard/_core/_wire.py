@@ -9,6 +9,7 @@ no ``1.0 -> 1``. Encoding writes only the spec's fields and omits unset
 
 from __future__ import annotations
 
+import enum
 import json
 import types
 import typing
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+from cattrs.fns import identity
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.v import format_exception
 from returns.result import Failure, Result, Success
@@ -32,9 +34,6 @@ from cycleguard._core._models import (
     UnknownReasonCode,
     UnknownReservationStatus,
 )
-
-if typing.TYPE_CHECKING:
-    import enum
 
 T = TypeVar("T")
 
@@ -149,6 +148,10 @@ def _is_optional(tp: Any) -> bool:
     )
 
 
+def _is_enum(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, enum.Enum)
+
+
 def _is_homogeneous_tuple(tp: Any) -> bool:
     args = typing.get_args(tp)
     return typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis
@@ -235,6 +238,28 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
         return {_strict_str(k, None): _strict_str(v, None) for k, v in items}
 
     conv.register_structure_hook_func(_is_str_mapping, structure_str_mapping)
+
+    def unstructure_optional_factory(tp: Any) -> Callable[[Any], Any]:
+        # Where the value needs no conversion (int | None, str | None, ...) the hook
+        # is ``identity`` itself, which the generated unstructure code inlines.
+        members = tuple(arg for arg in typing.get_args(tp) if arg is not type(None))
+        inner: Any = members[0] if len(members) == 1 else typing.Union[members]  # noqa: UP007
+        inner_hook = conv.get_unstructure_hook(inner)
+        if inner_hook is identity:
+            return identity
+
+        def unstructure_optional(value: object) -> object:
+            return None if value is None else inner_hook(value)
+
+        return unstructure_optional
+
+    conv.register_unstructure_hook_factory(_is_optional, unstructure_optional_factory)
+
+    def unstructure_enum_factory(cls: type[enum.Enum]) -> Callable[[Any], Any]:
+        # A dict lookup, not ``member.value`` (a Python-level property on every call).
+        return {member: member.value for member in cls}.__getitem__
+
+    conv.register_unstructure_hook_factory(_is_enum, unstructure_enum_factory)
 
     def unstructure_factory(cls: type[Any]) -> Callable[[Any], Any]:
         if "meta" in attrs.fields_dict(cls):

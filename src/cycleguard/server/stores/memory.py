@@ -70,15 +70,20 @@ class _Table:
 
     def add(self, key: str, record: StoredRecord) -> None:
         """Store ``record`` under ``key``, replacing and re-indexing."""
+        tenant = record.tenant_index
+        due = record.due_index
+        old = self.rows.get(key)
+        if old is not None and old.tenant_index == tenant and self.due.get(key) == due:
+            # Most writes change a record in place (a budget's balances): same indexes.
+            self.rows[key] = record
+            return
         self.remove(key)
         self.rows[key] = record
-        tenant = record.tenant_index
         if tenant is not None:
             keys = self.by_tenant.get(tenant)
             if keys is None:
                 keys = self.by_tenant[tenant] = set()
             keys.add(key)
-        due = record.due_index
         if due is not None:
             self.due[key] = due
             heapq.heappush(self.heap, (due, key))
