@@ -14,7 +14,6 @@ import enum
 import json
 import json.encoder
 import math
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Protocol, TypeAlias, final
@@ -145,9 +144,11 @@ canonical_json: Callable[[object], str] = _json_encoder(sort_keys=True)
 '{"a":{"c":0.00001,"d":2.5},"b":1}'
 """
 
-_LONG_NUMBER = re.compile(rb"[0-9]{20}")
-"""Twenty digits in a row: maybe an integer beyond 64 bits, which orjson would read
-as a float (silently losing digits); the stdlib reads those exactly."""
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_TWENTY_DIGITS = b"0" * 20
+"""Twenty digits in a row may be an integer beyond 64 bits, which orjson would read
+as a float (silently losing digits). Mapping every digit to ``0`` and looking for
+twenty zeros costs a fifth of a regular expression search."""
 
 
 def _no_constants(name: str) -> object:
@@ -182,7 +183,7 @@ def read_json(raw: bytes) -> object:
     refused
     refused
     """
-    if _LONG_NUMBER.search(raw) is None:
+    if _TWENTY_DIGITS not in raw.translate(_DIGITS_AS_ZEROS):
         return orjson.loads(raw)
     text = raw.decode("utf-8")
     return json.loads(text, parse_constant=_no_constants, parse_float=_finite)
