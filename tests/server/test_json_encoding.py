@@ -93,17 +93,30 @@ def test_long_integers_are_read_exactly() -> None:
     ]
 
 
-@pytest.mark.parametrize("long_digits", [False, True], ids=["orjson", "stdlib fallback"])
+LONG = b"123456789012345678901"
+
+
 @pytest.mark.parametrize(
     "text",
-    [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"\xef\xbb\xbf{}", b"{", b"\xff", b""],
-    ids=["NaN", "Infinity", "-Infinity", "overflow", "BOM", "truncated", "not UTF-8", "empty"],
+    [
+        b"NaN",
+        b"[Infinity]",
+        b"[-Infinity]",
+        b"[1e400]",
+        b"\xef\xbb\xbf{}",
+        b"{",
+        b"[\xff]",
+        b"",
+        b"[NaN, " + LONG + b"]",
+        b"[Infinity, " + LONG + b"]",
+        b"[1e400, " + LONG + b"]",
+        b"\xef\xbb\xbf[" + LONG + b"]",
+        b"[" + LONG,
+        b"[\xff, " + LONG + b"]",
+    ],
 )
-def test_what_is_not_strict_json_is_refused(text: bytes, *, long_digits: bool) -> None:
-    if long_digits:
-        text = text.replace(b"{", b'{"n":123456789012345678901') if b"{" in text else text
-        text = b"[" + text + b", 123456789012345678901]"
-    with pytest.raises(ValueError):  # noqa: PT011 - every parser's refusal is a ValueError
+def test_what_is_not_strict_json_is_refused(text: bytes) -> None:
+    with pytest.raises(ValueError):
         read_json(text)
 
 

@@ -148,7 +148,7 @@ class TestSettle:
         assert (after.remaining, after.reserved, after.spent) == (940, 0, 60)
         assert outcome.charged == Amount.tokens(60)
         assert outcome.released == Amount.tokens(40)
-        assert outcome.reservation.state is LeaseState.COMMITTED
+        assert outcome.reservation().state is LeaseState.COMMITTED
         assert identity_holds(after)
 
     def test_reject_refuses_any_overage_and_keeps_the_hold(self) -> None:
@@ -221,8 +221,8 @@ class TestLifecycle:
         outcome = ledger.release(record, held, reason="done", now_ms=NOW)
         assert isinstance(outcome, ledger.Released)
         assert outcome.budgets == (attrs.evolve(budget(), updated_at_ms=NOW),)
-        assert outcome.reservation.state is LeaseState.RELEASED
-        assert code(ledger.release(outcome.reservation, held, reason=None, now_ms=NOW)) == (
+        assert outcome.reservation().state is LeaseState.RELEASED
+        assert code(ledger.release(outcome.reservation(), held, reason=None, now_ms=NOW)) == (
             ErrorCode.RESERVATION_FINALIZED.value
         )
 

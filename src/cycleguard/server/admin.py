@@ -384,7 +384,7 @@ def close_tenant(tx: Tx, tenant: Tenant, now_ms: int) -> Tenant:
         )
         outcome = ledger.release(reservation, budgets, reason="tenant_closed", now_ms=now_ms)
         if isinstance(outcome, ledger.Released):
-            tx.put(outcome.reservation)
+            tx.put(outcome.reservation())
             for budget in outcome.budgets:
                 tx.put(budget)
         elif isinstance(outcome, ledger.Lapsed):

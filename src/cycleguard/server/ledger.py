@@ -386,12 +386,43 @@ def _settleable(
 @final
 @attrs.frozen(kw_only=True)
 class Settled:
-    """A committed reservation and its budgets."""
+    """A commit's outcome: the budgets, the charge and what went back to remaining.
 
-    reservation: ReservationRecord
+    :meth:`reservation` builds the COMMITTED record. It takes the answer a replay
+    of the commit sends, so the record (the largest value a request changes) is
+    copied once, not once here and again to add the answer.
+    """
+
+    committed: ReservationRecord
+    """The ACTIVE record that was committed."""
     budgets: tuple[Budget, ...]
     charged: Amount
     released: Amount | None
+    debt_incurred: int
+    metrics: StandardMetrics | None
+    metadata: JsonObject | None
+    now_ms: int
+
+    def reservation(
+        self,
+        *,
+        commit_key: str | None = None,
+        commit_hash: str | None = None,
+        commit_response: JsonObject | None = None,
+    ) -> ReservationRecord:
+        """The COMMITTED record, holding the commit's idempotency key, payload hash and answer."""
+        return attrs.evolve(
+            self.committed,
+            state=next_state(self.committed.state, LeaseEvent.COMMIT),
+            finalized_at_ms=self.now_ms,
+            charged=self.charged,
+            debt_incurred=self.debt_incurred,
+            metrics=self.metrics,
+            committed_metadata=self.metadata,
+            commit_key=commit_key,
+            commit_hash=commit_hash,
+            commit_response=commit_response,
+        )
 
 
 def commit(
@@ -437,28 +468,49 @@ def commit(
     charged = Amount(estimate.unit, settlement.charged)
     released = estimate.amount - settlement.charged
     return Settled(
-        reservation=attrs.evolve(
-            reservation,
-            state=next_state(reservation.state, LeaseEvent.COMMIT),
-            finalized_at_ms=now_ms,
-            charged=charged,
-            debt_incurred=settlement.debt_incurred,
-            metrics=metrics,
-            committed_metadata=metadata,
-        ),
+        committed=reservation,
         budgets=settlement.budgets,
         charged=charged,
         released=Amount(estimate.unit, released) if released > 0 else None,
+        debt_incurred=settlement.debt_incurred,
+        metrics=metrics,
+        metadata=metadata,
+        now_ms=now_ms,
     )
 
 
 @final
 @attrs.frozen(kw_only=True)
 class Released:
-    """A released reservation and its budgets."""
+    """A release's outcome: the budgets the hold went back to.
 
-    reservation: ReservationRecord
+    :meth:`reservation` builds the RELEASED record (with the answer, as
+    :meth:`Settled.reservation` does).
+    """
+
+    released: ReservationRecord
+    """The ACTIVE record that was released."""
     budgets: tuple[Budget, ...]
+    reason: str | None
+    now_ms: int
+
+    def reservation(
+        self,
+        *,
+        release_key: str | None = None,
+        release_hash: str | None = None,
+        release_response: JsonObject | None = None,
+    ) -> ReservationRecord:
+        """The RELEASED record, holding the release's idempotency key, payload hash and answer."""
+        return attrs.evolve(
+            self.released,
+            state=next_state(self.released.state, LeaseEvent.RELEASE),
+            finalized_at_ms=self.now_ms,
+            release_reason=self.reason,
+            release_key=release_key,
+            release_hash=release_hash,
+            release_response=release_response,
+        )
 
 
 def release(
@@ -473,13 +525,10 @@ def release(
     if refusal is not None:
         return refusal
     return Released(
-        reservation=attrs.evolve(
-            reservation,
-            state=next_state(reservation.state, LeaseEvent.RELEASE),
-            finalized_at_ms=now_ms,
-            release_reason=reason,
-        ),
+        released=reservation,
         budgets=_unhold(budgets, reservation.estimate.amount, now_ms),
+        reason=reason,
+        now_ms=now_ms,
     )
 
 

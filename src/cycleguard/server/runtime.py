@@ -541,11 +541,8 @@ def commit(
     )
     body = _with_balances(response, outcome.budgets)
     tx.put(
-        attrs.evolve(
-            outcome.reservation,
-            commit_key=request.idempotency_key,
-            commit_hash=digest,
-            commit_response=body,
+        outcome.reservation(
+            commit_key=request.idempotency_key, commit_hash=digest, commit_response=body
         )
     )
     _put_all(tx, outcome.budgets)
@@ -592,11 +589,8 @@ def release(
     response = ReleaseResponse(status="RELEASED", released=reservation.estimate)
     body = _with_balances(response, outcome.budgets)
     tx.put(
-        attrs.evolve(
-            outcome.reservation,
-            release_key=request.idempotency_key,
-            release_hash=digest,
-            release_response=body,
+        outcome.reservation(
+            release_key=request.idempotency_key, release_hash=digest, release_response=body
         )
     )
     _put_all(tx, outcome.budgets)
