@@ -10,7 +10,13 @@ from cycleguard._core._models import Action, Amount, OveragePolicy, Subject, Uni
 from cycleguard._core._state import LeaseState
 from cycleguard.server import ledger
 from cycleguard.server.ledger import FundingOperation
-from cycleguard.server.records import Budget, BudgetStatus, Rejection, ReservationRecord
+from cycleguard.server.records import (
+    Budget,
+    BudgetStatus,
+    Rejection,
+    ReservationRecord,
+    RolloverPolicy,
+)
 
 NOW = 1_000_000
 
@@ -320,3 +326,37 @@ class TestFunding:
         assert code(ledger.fund(full, FundingOperation.CREDIT, 1, spent=None, now_ms=0)) == (
             "INVALID_REQUEST"
         )
+
+
+def test_with_balances_changes_the_balances_and_keeps_every_other_field() -> None:
+    """Every field is set away from its default, so a field ``with_balances`` forgot
+    to copy would come back as its default and differ from ``attrs.evolve``'s copy."""
+    original = Budget(
+        scope="tenant:t/agent:a",
+        unit=Unit.USD_MICROCENTS,
+        tenant_id="t",
+        ledger_id="l-1",
+        allocated=1_000,
+        remaining=500,
+        reserved=100,
+        spent=300,
+        debt=100,
+        overdraft_limit=200,
+        is_over_limit=True,
+        status=BudgetStatus.FROZEN,
+        commit_overage_policy=OveragePolicy.ALLOW_WITH_OVERDRAFT,
+        rollover_policy=RolloverPolicy.CARRY_FORWARD,
+        period_start_ms=1,
+        period_end_ms=2,
+        metadata={"team": "search"},
+        created_at_ms=3,
+        updated_at_ms=4,
+    )
+    for field in attrs.fields(Budget):
+        assert getattr(original, field.name) != field.default, f"set {field.name} in this test"
+    changed = original.with_balances(
+        remaining=400, reserved=150, spent=350, debt=100, updated_at_ms=9
+    )
+    assert changed == attrs.evolve(
+        original, remaining=400, reserved=150, spent=350, debt=100, updated_at_ms=9
+    )

@@ -155,10 +155,11 @@ def check_hold(budgets: Sequence[Budget], amount: int) -> Rejection | None:
 def reserve_on(budgets: Iterable[Budget], amount: int, now_ms: int) -> tuple[Budget, ...]:
     """Move ``amount`` from ``remaining`` to ``reserved`` on every budget."""
     return tuple(
-        attrs.evolve(
-            budget,
+        budget.with_balances(
             remaining=budget.remaining - amount,
             reserved=budget.reserved + amount,
+            spent=budget.spent,
+            debt=budget.debt,
             updated_at_ms=now_ms,
         )
         for budget in budgets
@@ -167,10 +168,11 @@ def reserve_on(budgets: Iterable[Budget], amount: int, now_ms: int) -> tuple[Bud
 
 def _unhold(budgets: Iterable[Budget], amount: int, now_ms: int) -> tuple[Budget, ...]:
     return tuple(
-        attrs.evolve(
-            budget,
+        budget.with_balances(
             remaining=budget.remaining + amount,
             reserved=budget.reserved - amount,
+            spent=budget.spent,
+            debt=budget.debt,
             updated_at_ms=now_ms,
         )
         for budget in budgets
@@ -267,8 +269,7 @@ def settle(
 def _charge(budget: Budget, held: int, charge: int, deficit: int, now_ms: int) -> Budget:
     # reserved gives up the hold, the charge leaves remaining, and of the charge
     # the unfunded part is debt and the rest is spent: the identity holds.
-    return attrs.evolve(
-        budget,
+    return budget.with_balances(
         reserved=budget.reserved - held,
         remaining=budget.remaining + held - charge,
         spent=budget.spent + charge - deficit,

@@ -441,6 +441,36 @@ class Budget:
     created_at_ms: int
     updated_at_ms: int | None = None
 
+    def with_balances(
+        self, *, remaining: int, reserved: int, spent: int, debt: int, updated_at_ms: int
+    ) -> Budget:
+        """This budget with new balances.
+
+        ``attrs.evolve`` at about half its cost: two budgets change on every
+        reserve and commit, and evolve walks every field on each call.
+        """
+        return Budget(
+            scope=self.scope,
+            unit=self.unit,
+            tenant_id=self.tenant_id,
+            ledger_id=self.ledger_id,
+            allocated=self.allocated,
+            remaining=remaining,
+            reserved=reserved,
+            spent=spent,
+            debt=debt,
+            overdraft_limit=self.overdraft_limit,
+            is_over_limit=self.is_over_limit,
+            status=self.status,
+            commit_overage_policy=self.commit_overage_policy,
+            rollover_policy=self.rollover_policy,
+            period_start_ms=self.period_start_ms,
+            period_end_ms=self.period_end_ms,
+            metadata=self.metadata,
+            created_at_ms=self.created_at_ms,
+            updated_at_ms=updated_at_ms,
+        )
+
     @property
     def store_key(self) -> str:
         """``scope#UNIT``."""
