@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cycleguard.server.records import canonical_json, compact_json, read_json
+from cycleguard.server.records import JsonText, canonical_json, compact_json, read_json
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
@@ -124,3 +124,15 @@ def test_a_float_that_overflows_is_refused_not_infinite() -> None:
     with pytest.raises(ValueError, match="out of range"):
         read_json(b"[1e400, 123456789012345678901]")
     assert not math.isinf(cast("float", read_json(b"1e308")))
+
+
+def test_json_text_is_written_as_the_object_it_holds_by_either_encoder() -> None:
+    held = JsonText('{"status":"COMMITTED","n":1}')
+    assert compact_json({"a": 1, "answer": held}) == '{"a":1,"answer":{"status":"COMMITTED","n":1}}'
+    beyond_64_bits = {"n": 2**64, "answer": held}
+    assert (
+        compact_json(beyond_64_bits)
+        == '{"n":18446744073709551616,"answer":{"status":"COMMITTED","n":1}}'
+    )
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        compact_json({"n": 2**64, "x": object()})

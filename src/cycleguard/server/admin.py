@@ -377,7 +377,7 @@ def close_tenant(tx: Tx, tenant: Tenant, now_ms: int) -> Tenant:
     for reservation in tx.scan(ReservationRecord, tenant.tenant_id):
         if reservation.state is not LeaseState.ACTIVE:
             continue
-        budgets = tuple(
+        budgets: tuple[Budget, ...] = tuple(
             budget
             for scope in reservation.budgeted_scopes
             if (budget := tx.get(Budget, budget_key(scope, reservation.estimate.unit)))

@@ -75,6 +75,20 @@ __all__ = (
 _MakeEncoder: TypeAlias = Callable[..., Callable[[object, int], Iterable[str]]]
 
 
+def _json_text_value(value: object) -> object:
+    """A :class:`JsonText`'s object, for the stdlib encoder (it holds its own encoding)."""
+    if isinstance(value, JsonText):
+        return json.loads(value.text)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _json_text_fragment(value: object) -> orjson.Fragment:
+    """A :class:`JsonText` as orjson writes it: its text, spliced in without decoding."""
+    if isinstance(value, JsonText):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _stdlib_encoder(*, sort_keys: bool) -> Callable[[object], str]:
     """``JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=...).encode``.
 
@@ -82,7 +96,9 @@ def _stdlib_encoder(*, sort_keys: bool) -> Callable[[object], str]:
     built once. What the server encodes (parsed JSON, records, answers) is
     never circular, so it skips the circular check, as a reused C encoder must.
     """
-    fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys)
+    fallback = json.JSONEncoder(
+        separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys, default=_json_text_value
+    )
     # What JSONEncoder.iterencode itself uses, when the interpreter has it.
     make_encoder: _MakeEncoder | None = getattr(json.encoder, "c_make_encoder", None)
     if make_encoder is None:
@@ -114,7 +130,8 @@ def _json_encoder(*, sort_keys: bool) -> Callable[[object], str]:
     some floats are written in another form of the same number (``0.00001`` for
     ``1e-05``, ``1e-7`` for ``1e-07``). What orjson refuses (integers beyond
     64 bits, lone surrogates: only in JSON read by :func:`read_json`'s fallback)
-    the stdlib encoder writes, so nothing encodable is refused.
+    the stdlib encoder writes, so nothing encodable is refused. Either way a
+    :class:`JsonText` is written as the object it holds.
     """
     stdlib = _stdlib_encoder(sort_keys=sort_keys)
     option = orjson.OPT_SORT_KEYS if sort_keys else 0
@@ -122,7 +139,7 @@ def _json_encoder(*, sort_keys: bool) -> Callable[[object], str]:
 
     def encode(value: object) -> str:
         try:
-            return dumps(value, option=option).decode()
+            return dumps(value, default=_json_text_fragment, option=option).decode()
         except orjson.JSONEncodeError:
             return stdlib(value)
 

@@ -105,22 +105,15 @@ def _structure_json_text(value: object, _: object) -> JsonText:
 
 # Records go through the codec's tolerant reader. Only records hold JsonText, and
 # only this module (un)structures records, so teaching the shared converter about
-# it here changes nothing else it reads or writes. A JsonText is kept as it is
-# and spliced into the record's JSON as the object it encodes.
+# it here changes nothing else it reads or writes. A JsonText is written into the
+# record's JSON as the object it encodes, without decoding it.
 LENIENT.register_unstructure_hook(JsonText, lambda value: value)
 LENIENT.register_structure_hook(JsonText, _structure_json_text)
 
 
 def encode_record(record: StoredRecord) -> str:
     """A record as compact JSON text."""
-    wire: dict[str, object] = LENIENT.unstructure(record)
-    spliced = [name for name, value in wire.items() if type(value) is JsonText]
-    if not spliced:
-        return compact_json(wire)
-    texts = [f",{compact_json(name)}:{cast('JsonText', wire.pop(name)).text}" for name in spliced]
-    head = compact_json(wire)
-    # head is never "{}": every record has fields besides its stored answers.
-    return head[:-1] + "".join(texts) + "}"
+    return compact_json(LENIENT.unstructure(record))
 
 
 def decode_record(kind: str, text: str) -> Record:
