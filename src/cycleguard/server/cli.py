@@ -160,6 +160,10 @@ async def _run(args: argparse.Namespace, seed: Seed | None, sock: socket.socket)
     return 0
 
 
+_YOUNG_GENERATION_THRESHOLD = 2_000
+"""Tracked allocations between young-generation collections while serving."""
+
+
 def _settle_the_process() -> None:
     """Process-wide tuning, just before serving (the server owns this process)."""
     # What is alive now (modules, the records loaded from the database) lives as long
@@ -167,6 +171,13 @@ def _settle_the_process() -> None:
     # waits, so keep these out of them.
     gc.collect()
     gc.freeze()
+    # Requests waiting for their group commit keep their objects alive, so under load
+    # the young generation swings past the default 700 on every batch and the
+    # collector makes a pass over objects about to be freed by reference counting.
+    # Measured at 32 clients on the SQLite store over 10 s: 376 young passes at 700,
+    # 76 at 2,000; about 30 µs less CPU per reserve+commit pair, while the longest
+    # middle-generation pass went from 2.5 to 5 ms.
+    gc.set_threshold(_YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
     # asyncio reads each socket into a fresh 256 KiB buffer. glibc's malloc hands out
     # blocks that big with mmap, then mremap and munmap as the buffer shrinks and dies
     # (three system calls and a page fault per read) until freeing a larger mmapped
