@@ -113,6 +113,8 @@ LONG = b"123456789012345678901"
         b"\xef\xbb\xbf[" + LONG + b"]",
         b"[" + LONG,
         b"[\xff, " + LONG + b"]",
+        b'["\\ud800"]',
+        b'["\\ud800", ' + LONG + b"]",
     ],
 )
 def test_what_is_not_strict_json_is_refused(text: bytes) -> None:

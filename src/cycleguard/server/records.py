@@ -186,8 +186,7 @@ def read_json(raw: bytes) -> object:
     large for a float, no byte-order mark, no unpaired surrogate escape. Text
     holding twenty digits in a row is read by the stdlib parser instead, so that
     integers of any size arrive exact (and are then refused where they are out of
-    range); it refuses the same constants and numbers, and reads an unpaired
-    surrogate escape as the lone surrogate.
+    range); it refuses the same constants, numbers and escapes.
 
     >>> read_json(b'{"amount": 123456789012345678901234}')
     {'amount': 123456789012345678901234}
@@ -202,8 +201,11 @@ def read_json(raw: bytes) -> object:
     """
     if _TWENTY_DIGITS not in raw.translate(_DIGITS_AS_ZEROS):
         return orjson.loads(raw)
-    text = raw.decode("utf-8")
-    return json.loads(text, parse_constant=_no_constants, parse_float=_finite)
+    value = json.loads(raw.decode("utf-8"), parse_constant=_no_constants, parse_float=_finite)
+    # The stdlib reads an unpaired surrogate escape as a lone surrogate, which no
+    # UTF-8 answer could hold; encoding the value raises UnicodeEncodeError for it.
+    compact_json(value).encode("utf-8")
+    return value
 
 
 @final
