@@ -10,11 +10,11 @@ request's writes share one SQLite transaction, so none is half-applied.
 Writes handed over while the writer is busy, or before it next runs (it lets
 one scheduling round pass after being woken, so that requests already runnable
 join), are committed together in one SQLite transaction (group commit), in the
-order they were made. When several
-of them change the same record, only the last version is encoded and
-appended: the batch commits as a whole, so no earlier version could ever be
-the one a restart reads. A read-only transaction waits for writes already
-handed over, so it never reports state that is not yet durable.
+order they were made. When several of them change the same record, only the
+last version is encoded and appended: the batch commits as a whole, so no
+earlier version could ever be the one a restart reads. A read-only transaction
+waits for writes already handed over, so it never reports state that is not yet
+durable.
 
 On disk the records are an append-only log: each write appends the record's
 new JSON under a new sequence number, and the latest entry per key wins (a
