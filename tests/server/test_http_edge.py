@@ -65,6 +65,7 @@ def test_the_edge_digest_is_the_model_digest() -> None:
         (b"[1]", "expected a JSON object"),
         (b"{", "not JSON"),
         (json.dumps({**BODY, "metadata": {"n": float("nan")}}).encode(), "not JSON"),
+        (json.dumps({**BODY, "metadata": {"s": "\ud800"}}).encode(), "not JSON"),
         (json.dumps({**BODY, "estimate": {"unit": "TOKENS", "amount": 2**70}}).encode(), "int64"),
         (json.dumps({**BODY, "x": 1}).encode(), "x"),
         (json.dumps({**BODY, "ttl_ms": 1}).encode(), "ttl_ms"),
