@@ -41,6 +41,7 @@ MIN_INT64 = -(2**63)
 
 # cattrs hooks are dynamically typed by nature; ``Any`` stays inside this module.
 _Hook = Callable[[Any, Any], Any]
+_UnstructureHook = Callable[[Any], Any]
 
 
 class WireError(ValueError):
@@ -148,7 +149,13 @@ def _is_optional(tp: Any) -> bool:
     )
 
 
-def _is_enum(tp: Any) -> bool:
+def _optional_inner(tp: Any) -> Any:
+    """The annotation an optional one wraps: ``int`` for ``int | None``."""
+    members = tuple(arg for arg in typing.get_args(tp) if arg is not type(None))
+    return members[0] if len(members) == 1 else typing.Union[members]  # noqa: UP007
+
+
+def _is_enum(tp: object) -> bool:
     return isinstance(tp, type) and issubclass(tp, enum.Enum)
 
 
@@ -203,8 +210,7 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
         # An optional field may be absent (the generated code then uses the default
         # and never calls this); an explicit JSON null is not schema-valid. The inner
         # hook is looked up once per type, not per value.
-        members = tuple(arg for arg in typing.get_args(tp) if arg is not type(None))
-        inner: Any = members[0] if len(members) == 1 else typing.Union[members]  # noqa: UP007
+        inner = _optional_inner(tp)
         inner_hook = conv.get_structure_hook(inner)
 
         def structure_optional(value: object, _: object) -> object:
@@ -239,12 +245,10 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
 
     conv.register_structure_hook_func(_is_str_mapping, structure_str_mapping)
 
-    def unstructure_optional_factory(tp: Any) -> Callable[[Any], Any]:
+    def unstructure_optional_factory(tp: Any) -> _UnstructureHook:
         # Where the value needs no conversion (int | None, str | None, ...) the hook
         # is ``identity`` itself, which the generated unstructure code inlines.
-        members = tuple(arg for arg in typing.get_args(tp) if arg is not type(None))
-        inner: Any = members[0] if len(members) == 1 else typing.Union[members]  # noqa: UP007
-        inner_hook = conv.get_unstructure_hook(inner)
+        inner_hook = conv.get_unstructure_hook(_optional_inner(tp))
         if inner_hook is identity:
             return identity
 
@@ -255,13 +259,13 @@ def _build_converter(*, forbid_extra_keys: bool) -> cattrs.Converter:
 
     conv.register_unstructure_hook_factory(_is_optional, unstructure_optional_factory)
 
-    def unstructure_enum_factory(cls: type[enum.Enum]) -> Callable[[Any], Any]:
+    def unstructure_enum_factory(cls: type[enum.Enum]) -> _UnstructureHook:
         # A dict lookup, not ``member.value`` (a Python-level property on every call).
         return {member: member.value for member in cls}.__getitem__
 
     conv.register_unstructure_hook_factory(_is_enum, unstructure_enum_factory)
 
-    def unstructure_factory(cls: type[Any]) -> Callable[[Any], Any]:
+    def unstructure_factory(cls: type[Any]) -> _UnstructureHook:
         if "meta" in attrs.fields_dict(cls):
             return make_dict_unstructure_fn(
                 cls, conv, _cattrs_omit_if_default=True, meta=override(omit=True)
